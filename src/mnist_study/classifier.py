@@ -1,0 +1,161 @@
+"""One LightningModule for every backbone: cross-entropy, epoch-level metrics, timing, optimizer by name."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_study.backbones import NUM_CLASSES, build_backbone, parameter_count
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+SCHEDULERS = ("none", "onecycle", "cosine")
+STAGES = ("train", "val", "test", "test_epoch")  # test_epoch: test set each epoch, for plots only
+
+
+class DivergenceError(RuntimeError):
+    pass
+
+
+class MNISTClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        regularizer: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        scheduler = dict(scheduler or {"name": "none"})
+        if optimizer["name"] not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer['name']!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if not optimizer["lr"] > 0:
+            raise ValueError(f"optimizer.lr must be > 0, got {optimizer['lr']}")
+        if scheduler["name"] not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler['name']!r}: choose one of {', '.join(SCHEDULERS)}")
+        # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {"model": dict(model), "regularizer": dict(regularizer), "optimizer": dict(optimizer), "scheduler": scheduler},
+            logger=False,
+        )
+        self.net = build_backbone(model, regularizer)
+        self.num_parameters = parameter_count(self.net)
+        self.metrics = nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
+            # nan_strategy="disable": the default checks every update for NaN, a device sync per step.
+            self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
+        self._first_bad_step: Tensor | None = None
+        self._epoch_start = self._train_end = 0.0
+        self._train_images = 0
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def _step(self, stage: str, batch: tuple[Tensor, Tensor]) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.metrics[f"{stage}_acc"].update(logits.detach(), labels)
+        self.metrics[f"{stage}_loss"].update(loss.detach(), weight=labels.numel())
+        return loss
+
+    def _log_epoch(self, stage: str) -> None:
+        # Tags read "train/acc", "val/loss", ...; the per-epoch test curves go under "test_epoch/".
+        for name in ("acc", "loss"):
+            metric = self.metrics[f"{stage}_{name}"]
+            self.log(f"{stage}/{name}", metric.compute(), add_dataloader_idx=False)
+            metric.reset()
+
+    # --- training ------------------------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        self._synchronize()
+        self._epoch_start = time.perf_counter()
+        self._train_images = 0
+        self._first_bad_step = None
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step("train", batch)
+        self._train_images += batch[1].shape[0]
+        # Track the first non-finite step on the device; checking it here would sync every step.
+        bad = torch.where(torch.isfinite(loss), math.inf, float(self.global_step))
+        self._first_bad_step = bad if self._first_bad_step is None else torch.minimum(self._first_bad_step, bad)
+        return loss
+
+    def _check_divergence(self) -> None:
+        if self._first_bad_step is None or not math.isfinite(step := float(self._first_bad_step)):
+            return
+        lr = self.hparams["optimizer"]["lr"]
+        raise DivergenceError(
+            f"the training loss became non-finite at epoch {self.current_epoch}, step {int(step)}: "
+            f"the run diverged; lower the learning rate (now optimizer.lr={lr}, try optimizer.lr={lr / 10:g})"
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.sanity_checking or not self.trainer.training:
+            return
+        self._check_divergence()  # before validation, so no checkpoint of a diverged model is written
+        self._synchronize()
+        self._train_end = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self._check_divergence()
+        self._synchronize()
+        now = time.perf_counter()
+        train_seconds = (self._train_end or now) - self._epoch_start
+        self._log_epoch("train")
+        self.log("time/epoch_s", now - self._epoch_start)
+        self.log("time/train_images_per_s", self._train_images * self.trainer.world_size / max(train_seconds, 1e-9))
+        self._train_end = 0.0
+
+    # --- evaluation ----------------------------------------------------------------------------------
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step("val" if dataloader_idx == 0 else "test_epoch", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            for name in ("val_acc", "val_loss", "test_epoch_acc", "test_epoch_loss"):
+                self.metrics[name].reset()
+            return
+        self._log_epoch("val")
+        if self.metrics["test_epoch_acc"].update_count:
+            self._log_epoch("test_epoch")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # --- optimization --------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        options = dict(self.hparams["optimizer"])
+        optimizer = OPTIMIZERS[options.pop("name")](self.parameters(), **options)
+        schedule = dict(self.hparams["scheduler"])
+        name = schedule.pop("name")
+        if name == "none":
+            return optimizer
+        if name == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=options["lr"], total_steps=self.trainer.estimated_stepping_batches, **schedule
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=self.trainer.estimated_stepping_batches, **schedule
+            )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,155 @@
+"""MNIST held as normalized tensors in memory (on the training device) and served by indexing.
+
+A per-sample Dataset + DataLoader spends more time building batches than a small network spends
+training on them; slicing one tensor costs one gather per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from mnist_study import mnist_files
+
+MEAN, STD = 0.1307, 0.3081
+
+
+class EpochShuffle:
+    """A seeded permutation per epoch, sharded by rank.
+
+    Lightning calls `set_epoch` at the start of every epoch (also after a resume), so the order depends
+    only on (seed, epoch) and a resumed run sees exactly the batches an uninterrupted one would. Each
+    rank takes every world_size-th index of the same permutation, padded like DistributedSampler so all
+    ranks run the same number of steps.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)
+
+    def indices(self) -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        padded = len(self) * self.world_size
+        if padded > self.size:
+            order = torch.cat([order, order[: padded - self.size]])
+        return order[self.rank :: self.world_size]
+
+
+class TensorBatches:
+    """An iterable of (images, labels) batches cut from two tensors; shuffled when given a sampler."""
+
+    batch_sampler = None  # read by Lightning, which otherwise assumes a torch DataLoader
+
+    def __init__(
+        self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShuffle | None = None
+    ) -> None:
+        self.images, self.labels, self.batch_size, self.sampler = images, labels, batch_size, sampler
+
+    def __len__(self) -> int:
+        count = len(self.sampler) if self.sampler is not None else len(self.labels)
+        return -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.sampler is None:
+            for start in range(0, len(self.labels), self.batch_size):
+                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+            return
+        order = self.sampler.indices().to(self.labels.device)
+        for batch in order.split(self.batch_size):
+            yield self.images[batch], self.labels[batch]
+
+
+def normalize(images: Tensor) -> Tensor:
+    return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+
+
+class MNISTDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+        on_device: bool = True,
+        download: bool = True,
+        test_every_epoch: bool = False,
+        checksums: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if val_size <= 0:
+            raise ValueError(f"data.val_size must be a positive integer, got {val_size}")
+        self.data_dir = Path(data_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed, self.shuffle_seed = val_size, split_seed, shuffle_seed
+        self.on_device, self.download, self.test_every_epoch = on_device, download, test_every_epoch
+        self.checksums = None if checksums is None else dict(checksums)
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        mnist_files.ensure_mnist(self.data_dir, self.checksums, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        directory = mnist_files.ensure_mnist(self.data_dir, self.checksums, self.download)
+        train_x, train_y = mnist_files.load_split(directory, train=True)
+        test_x, test_y = mnist_files.load_split(directory, train=False)
+        if self.val_size >= len(train_y):
+            raise ValueError(
+                f"data.val_size={self.val_size} leaves no training images (the training set has "
+                f"{len(train_y)}): choose a value between 1 and {len(train_y) - 1}"
+            )
+        device = self._device()
+        images, labels = normalize(torch.from_numpy(train_x.copy())), torch.from_numpy(train_y.astype("int64"))
+        split = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+        train_idx, val_idx = split[: -self.val_size], split[-self.val_size :]
+        self.splits = {
+            "train": (images[train_idx].to(device), labels[train_idx].to(device)),
+            "val": (images[val_idx].to(device), labels[val_idx].to(device)),
+            "test": (normalize(torch.from_numpy(test_x.copy())).to(device), torch.from_numpy(test_y.astype("int64")).to(device)),
+        }
+
+    def _device(self) -> torch.device:
+        if self.on_device and self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _eval_batches(self, split: str) -> TensorBatches:
+        images, labels = self.splits[split]
+        rank, world_size = self._rank()
+        # Evaluation shards are disjoint and unpadded, so the synced metrics count every image once.
+        return TensorBatches(images[rank::world_size], labels[rank::world_size], self.eval_batch_size)
+
+    def train_dataloader(self) -> TensorBatches:
+        images, labels = self.splits["train"]
+        rank, world_size = self._rank()
+        sampler = EpochShuffle(len(labels), self.shuffle_seed, rank, world_size)
+        return TensorBatches(images, labels, self.batch_size, sampler)
+
+    def val_dataloader(self) -> TensorBatches | list[TensorBatches]:
+        if self.test_every_epoch:
+            return [self._eval_batches("val"), self._eval_batches("test")]
+        return self._eval_batches("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._eval_batches("test")

@@ -1,0 +1,86 @@
+"""From a composed config to a trained, tested model: the body of `train.py`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_study.classifier import MNISTClassifier
+from mnist_study.datamodule import MNISTDataModule
+
+
+def _container(cfg: DictConfig, key: str) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg[key], resolve=True)  # type: ignore[return-value]
+
+
+def build_datamodule(cfg: DictConfig) -> MNISTDataModule:
+    return MNISTDataModule(**_container(cfg, "data"), shuffle_seed=cfg.seed, test_every_epoch=cfg.test_every_epoch)
+
+
+def build_classifier(cfg: DictConfig) -> MNISTClassifier:
+    return MNISTClassifier(
+        model=_container(cfg, "model"),
+        regularizer=_container(cfg, "regularizer"),
+        optimizer=_container(cfg, "optimizer"),
+        scheduler=_container(cfg, "scheduler"),
+    )
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    options = _container(cfg, "trainer")
+    if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
+        options["enable_progress_bar"] = sys.stderr.isatty()
+    logger = TensorBoardLogger(save_dir=str(output_dir), name="", version="", default_hp_metric=False)
+    checkpoints = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        filename="best-epoch{epoch:02d}",
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    return L.Trainer(**options, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir))
+
+
+def hyperparameters(cfg: DictConfig, classifier: MNISTClassifier) -> dict[str, Any]:
+    """The flat view shown in TensorBoard's HPARAMS tab."""
+    flat: dict[str, Any] = {"seed": cfg.seed, "parameters": classifier.num_parameters}
+    for group in ("model", "regularizer", "optimizer", "scheduler"):
+        for key, value in _container(cfg, group).items():
+            flat[f"{group}/{key}"] = str(value) if isinstance(value, list) else value
+    flat["data/batch_size"] = cfg.data.batch_size
+    for key in ("max_epochs", "precision", "accelerator"):
+        flat[f"trainer/{key}"] = str(cfg.trainer.get(key))
+    return flat
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    output_dir = Path(cfg.output_dir)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    datamodule = build_datamodule(cfg)
+    classifier = build_classifier(cfg)
+    trainer = build_trainer(cfg, output_dir)
+
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    checkpoint = trainer.checkpoint_callback
+    metrics["best_val/acc"] = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else 0.0
+    if trainer.is_global_zero:
+        trainer.logger.log_hyperparams(
+            hyperparameters(cfg, classifier), {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
+        )
+        trainer.logger.finalize("success")
+    print(
+        f"test/acc={metrics.get('test/acc', float('nan')):.4f} test/loss={metrics.get('test/loss', float('nan')):.4f} "
+        f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
+    )
+    return metrics
+
