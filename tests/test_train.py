@@ -1,0 +1,89 @@
+"""train.py end to end on the synthetic set: TensorBoard tags, checkpoints, resume, sweeps, errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_study.training import train
+
+from .conftest import ROOT, data_overrides, run_script
+
+EPOCH_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s", "time/train_images_per_s"}
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg("model=mlp", "regularizer=bn", "trainer.max_epochs=2"))
+
+    run = tmp_path / "run"
+    logged = scalars(run)
+    assert logged.keys() >= EPOCH_TAGS
+    assert all(len(logged[tag]) == 2 for tag in EPOCH_TAGS)  # once per epoch, not per step
+    assert logged["test/acc"] == [pytest.approx(metrics["test/acc"])]
+    assert metrics["test/acc"] > 0.5  # the synthetic digits are easy
+    assert {"hp/test_acc", "hp/test_loss", "hp/best_val_acc"} <= logged.keys()
+
+    checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["model"] == {"name": "mlp", "hidden_sizes": [512, 256]}
+
+
+def test_test_every_epoch_logs_test_curves_apart_from_model_selection(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("model=softmax", "test_every_epoch=true", "trainer.max_epochs=2"))
+    logged = scalars(tmp_path / "run")
+    assert len(logged["test_epoch/acc"]) == 2 and len(logged["test_epoch/loss"]) == 2
+    assert len(logged["val/acc"]) == 2
+
+
+def test_resume_continues_from_last_checkpoint(make_cfg, tmp_path: Path) -> None:
+    # A schedule fixes its length at the start (one-cycle), so extending a run needs scheduler=none.
+    train(make_cfg("model=softmax", "scheduler=none", output_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = ("model=softmax", "scheduler=none", "trainer.max_epochs=3", f"ckpt_path={last}")
+    train(make_cfg(*resumed, output_dir=tmp_path / "resumed"))
+    logged = scalars(tmp_path / "resumed")
+    assert len(logged["val/acc"]) == 2  # epochs 1 and 2; epoch 0 came from the checkpoint
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("model=softmax", output_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"is a checkpoint of model=\{'name': 'softmax'\}.*model=\{'name': 'mlp'"):
+        train(make_cfg("model=mlp", f"ckpt_path={last}"))
+
+
+def test_cli_single_run_and_wrong_options(synthetic_mnist, tmp_path: Path) -> None:
+    overrides = data_overrides(*synthetic_mnist)
+    ok = run_script("train.py", "model=softmax", f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert "test/acc=" in ok.stdout and list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+    wrong = run_script("train.py", "model=foo", *overrides, cwd=ROOT)
+    assert wrong.returncode != 0
+    assert "Available options in 'model'" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    bad = run_script("train.py", "optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'bad'}", *overrides, cwd=ROOT)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == "error: optimizer.lr must be > 0, got -1"
+    assert "Traceback" not in bad.stderr
+
+
+def test_cli_multirun_names_runs_by_their_overrides(synthetic_mnist, tmp_path: Path) -> None:
+    result = run_script(
+        "train.py", "-m", "model=softmax,mlp", f"hydra.sweep.dir={tmp_path}", *data_overrides(*synthetic_mnist),
+        cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for model in ("softmax", "mlp"):
+        run = next(tmp_path.glob(f"*model={model},*"))
+        assert list(run.glob("events.out.tfevents.*")) and (run / "checkpoints" / "last.ckpt").is_file()
