@@ -15,13 +15,14 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_study.backbones import NUM_CLASSES, build_backbone, parameter_count
+from mnist_study.errors import UserError
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULERS = ("none", "onecycle", "cosine")
 STAGES = ("train", "val", "test", "test_epoch")  # test_epoch: test set each epoch, for plots only
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(UserError):
     pass
 
 

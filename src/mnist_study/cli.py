@@ -14,11 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_study.classifier import DivergenceError
-from mnist_study.mnist_files import MNISTDataError
+from mnist_study.errors import UserError
 
 FAILURE_FILE = "failed.txt"  # in a sweep job's directory: the job's error, read by the report
-USER_ERRORS = (ValueError, MNISTDataError, DivergenceError, FileNotFoundError)
+USER_ERRORS = (ValueError, FileNotFoundError, UserError)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_study.errors import UserError
+
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2
@@ -43,7 +45,7 @@ IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
 
-class MNISTDataError(RuntimeError):
+class MNISTDataError(UserError):
     """The data is missing, corrupted or cannot be written; the message says how to fix it."""
 
 
