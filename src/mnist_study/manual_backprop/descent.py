@@ -84,7 +84,9 @@ def max_abs(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
 
 
 def relative_error(manual: tuple[np.ndarray, ...], reference: tuple[np.ndarray, ...]) -> float:
-    return max(float(np.max(np.abs(m - r)) / max(np.max(np.abs(r)), 1e-300)) for m, r in zip(manual, reference, strict=True))
+    return max(
+        float(np.max(np.abs(m - r)) / max(np.max(np.abs(r)), 1e-300)) for m, r in zip(manual, reference, strict=True)
+    )
 
 
 def descend(s: Settings, on_epoch: Callable[[int, History], None] | None = None) -> History:
@@ -102,7 +104,9 @@ def descend(s: Settings, on_epoch: Callable[[int, History], None] | None = None)
 
         history.loss_manual.append(loss_m)
         history.loss_autograd.append(loss_a.item())
-        history.max_abs_param_diff.append(max_abs([(m, p.detach().numpy()) for m, p in zip(manual, params, strict=True)]))
+        history.max_abs_param_diff.append(
+            max_abs([(m, p.detach().numpy()) for m, p in zip(manual, params, strict=True)])
+        )
         history.max_abs_grad_diff.append(max_abs(list(zip(grads_m, grads_a, strict=True))))
         history.max_rel_grad_error.append(relative_error(grads_m, grads_a))
         if on_epoch is not None:
