@@ -26,6 +26,20 @@ class DivergenceError(UserError):
     pass
 
 
+def comparison_layout(models: tuple[str, ...], regularizers: tuple[str, ...]) -> dict:
+    """TensorBoard custom-scalars layout: one chart per model (its regularizers) and per regularizer."""
+
+    def charts(kind: str, names: tuple[str, ...], metric: str) -> dict:
+        return {f"{name}: val {metric}": ["Multiline", [f"^by_{kind}/{name}/val_{metric}$"]] for name in names}
+
+    return {
+        "Per model: accuracy": charts("model", models, "acc"),
+        "Per model: loss": charts("model", models, "loss"),
+        "Per regularizer: accuracy": charts("regularizer", regularizers, "acc"),
+        "Per regularizer: loss": charts("regularizer", regularizers, "loss"),
+    }
+
+
 class MNISTClassifier(L.LightningModule):
     def __init__(
         self,
@@ -78,7 +92,11 @@ class MNISTClassifier(L.LightningModule):
         # Tags read "train/acc", "val/loss", ...; the per-epoch test curves go under "test_epoch/".
         for name in ("acc", "loss"):
             metric = self.metrics[f"{stage}_{name}"]
-            self.log(f"{stage}/{name}", metric.compute(), add_dataloader_idx=False)
+            value = metric.compute()
+            self.log(f"{stage}/{name}", value, add_dataloader_idx=False)
+            if stage == "val":  # the same value under tags that only runs of one model (regularizer) have
+                self.log(f"by_model/{self.hparams['model']['name']}/val_{name}", value)
+                self.log(f"by_regularizer/{self.hparams['regularizer']['name']}/val_{name}", value)
             metric.reset()
 
     # --- training ------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_study.classifier import MNISTClassifier
+from mnist_study.backbones import BACKBONES, REGULARIZERS
+from mnist_study.classifier import MNISTClassifier, comparison_layout
 from mnist_study.datamodule import MNISTDataModule
 
 
@@ -83,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     classifier = build_classifier(cfg)
     trainer = build_trainer(cfg, output_dir)
 
+    if trainer.is_global_zero:
+        trainer.logger.experiment.add_custom_scalars(comparison_layout(tuple(BACKBONES), REGULARIZERS))
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)
 
