@@ -43,16 +43,15 @@ def test_test_every_epoch_logs_test_curves_apart_from_model_selection(make_cfg, 
     assert len(logged["val/acc"]) == 2
 
 
-def test_resume_continues_from_last_checkpoint(make_cfg, tmp_path: Path) -> None:
+def test_resume_continues_the_run_in_its_own_directory(make_cfg, tmp_path: Path) -> None:
     # A schedule fixes its length at the start (one-cycle), so extending a run needs scheduler=none.
     train(make_cfg("model=softmax", "scheduler=none", output_dir=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     resumed = ("model=softmax", "scheduler=none", "trainer.max_epochs=3", f"ckpt_path={last}")
-    train(make_cfg(*resumed, output_dir=tmp_path / "resumed"))
-    logged = scalars(tmp_path / "resumed")
-    assert len(logged["val/acc"]) == 2  # epochs 1 and 2; epoch 0 came from the checkpoint
-    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["epoch"] == 2
+    train(make_cfg(*resumed, output_dir=tmp_path / "second"))
+    logged = scalars(tmp_path / "first")
+    assert len(logged["val/acc"]) == 3  # epoch 0, then 1 and 2 after the resume, in one set of logs
+    assert torch.load(last, weights_only=True)["epoch"] == 2
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(make_cfg, tmp_path: Path) -> None:

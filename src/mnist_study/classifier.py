@@ -121,7 +121,7 @@ class MNISTClassifier(L.LightningModule):
         lr = self.hparams["optimizer"]["lr"]
         raise DivergenceError(
             f"the training loss became non-finite at epoch {self.current_epoch}, step {int(step)}: "
-            f"the run diverged; lower the learning rate (now optimizer.lr={lr}, try optimizer.lr={lr / 10:g})"
+            f"the run diverged; lower the learning rate (now optimizer.lr={lr:g}, try optimizer.lr={lr / 10:g})"
         )
 
     def on_validation_epoch_start(self) -> None:
@@ -163,21 +163,26 @@ class MNISTClassifier(L.LightningModule):
 
     # --- optimization --------------------------------------------------------------------------------
 
-    def configure_optimizers(self) -> Any:
+    def make_optimizer(
+        self, total_steps: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """The configured optimizer and its per-step schedule (None for a constant rate)."""
         options = dict(self.hparams["optimizer"])
         optimizer = OPTIMIZERS[options.pop("name")](self.parameters(), **options)
         schedule = dict(self.hparams["scheduler"])
         name = schedule.pop("name")
-        if name == "none":
-            return optimizer
         if name == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=options["lr"], total_steps=self.trainer.estimated_stepping_batches, **schedule
+            return optimizer, torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=options["lr"], total_steps=total_steps, **schedule
             )
-        else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=self.trainer.estimated_stepping_batches, **schedule
-            )
+        if name == "cosine":
+            return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, **schedule)
+        return optimizer, None
+
+    def configure_optimizers(self) -> Any:
+        optimizer, scheduler = self.make_optimizer(int(self.trainer.estimated_stepping_batches))
+        if scheduler is None:
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _synchronize(self) -> None:

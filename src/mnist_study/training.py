@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.backbones import BACKBONES, REGULARIZERS
 from mnist_study.classifier import MNISTClassifier, comparison_layout
+from mnist_study.cli import FAILURE_FILE
 from mnist_study.datamodule import MNISTDataModule
+
+RESULT_FILE = "result.json"  # written when a run has finished and been tested
+log = logging.getLogger(__name__)
 
 
 def _container(cfg: DictConfig, key: str) -> dict[str, Any]:
@@ -34,6 +41,26 @@ def build_classifier(cfg: DictConfig) -> MNISTClassifier:
     )
 
 
+class EpochSeed(L.Callback):
+    """Seeds torch from (seed, epoch, rank) at every epoch start: dropout masks then depend on nothing
+    that ran before, so a resumed run goes on exactly as an uninterrupted one would."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        torch.manual_seed(self.seed * 100_003 + trainer.current_epoch * 101 + trainer.global_rank)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")  # Lightning's advertisement for its cloud logger
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     options = _container(cfg, "trainer")
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
@@ -47,7 +74,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
         auto_insert_metric_name=False,
     )  # fmt: skip
     last = ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1)
-    return L.Trainer(**options, logger=logger, callbacks=[best, last], default_root_dir=str(output_dir))
+    callbacks = [best, last, EpochSeed(cfg.seed)]
+    return L.Trainer(**options, logger=logger, callbacks=callbacks, default_root_dir=str(output_dir))
 
 
 def hyperparameters(cfg: DictConfig, classifier: MNISTClassifier) -> dict[str, Any]:
@@ -75,30 +103,53 @@ def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
             )
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    output_dir = Path(cfg.output_dir)
+def run_dir_of(checkpoint: Path) -> Path | None:
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
+def resume_point(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from: ckpt_path, or the last.ckpt an interrupted sweep job left behind."""
     if cfg.ckpt_path is not None:
         check_resumable(cfg.ckpt_path, cfg)
+        return Path(cfg.ckpt_path)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        check_resumable(str(last), cfg)
+        log.info("resuming the interrupted run in %s from %s", output_dir, last)
+        return last
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    output_dir = Path(cfg.output_dir)
+    if (output_dir / RESULT_FILE).is_file() and cfg.ckpt_path is None:  # a re-run sweep: this job is done
+        log.info("%s already holds a finished run; skipping it (delete %s to train again)", output_dir, RESULT_FILE)
+        return json.loads((output_dir / RESULT_FILE).read_text())
+    checkpoint = resume_point(cfg, output_dir)
+    if checkpoint is not None:  # go on writing into the run's own folder: one run, one set of logs
+        output_dir = run_dir_of(checkpoint) or output_dir
+    (output_dir / FAILURE_FILE).unlink(missing_ok=True)
+
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg)
     trainer = build_trainer(cfg, output_dir)
-
     if trainer.is_global_zero:
         trainer.logger.experiment.add_custom_scalars(comparison_layout(tuple(BACKBONES), REGULARIZERS))
-    trainer.fit(classifier, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint)
     trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    checkpoint = trainer.checkpoint_callback
-    metrics["best_val/acc"] = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else 0.0
+    best = trainer.checkpoint_callback
+    metrics["best_val/acc"] = float(best.best_model_score) if best.best_model_score is not None else 0.0
     if trainer.is_global_zero:
         trainer.logger.log_hyperparams(
             hyperparameters(cfg, classifier), {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
         )
         trainer.logger.finalize("success")
+        (output_dir / RESULT_FILE).write_text(json.dumps(metrics, indent=2))
     print(
-        f"test/acc={metrics.get('test/acc', float('nan')):.4f} test/loss={metrics.get('test/loss', float('nan')):.4f} "
+        f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
         f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
     )
     return metrics

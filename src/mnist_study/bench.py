@@ -1,0 +1,135 @@
+"""Epoch time of the project's training path (Lightning + Hydra config) against a raw PyTorch loop.
+
+    python -m mnist_study.bench [--models softmax mlp cnn] [--epochs 4] [override ...]
+
+Both sides train the same network with the same optimizer, schedule, batch size and device, on the same
+tensor-resident data, and evaluate the validation split every epoch; the ratio is project / raw.
+Overrides are train.py's (e.g. trainer=gpu, data.batch_size=512). The first epoch is warm-up and is left
+out; the median of the rest is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from mnist_study.datamodule import MNISTDataModule
+from mnist_study.training import build_classifier, build_datamodule, build_trainer
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+class EpochTimer(L.Callback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def _sync(self, module: L.LightningModule) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._sync(module)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._sync(module)  # on_train_epoch_end runs after the epoch's validation
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def project_epochs(cfg: DictConfig) -> list[float]:
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build_trainer(cfg, Path(out))
+        timer = EpochTimer()
+        trainer.callbacks.append(timer)
+        L.seed_everything(cfg.seed, verbose=False)
+        trainer.fit(build_classifier(cfg), datamodule=build_datamodule(cfg))
+    return timer.seconds
+
+
+def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.device) -> list[float]:
+    """The loop a careful person writes by hand: same network, optimizer, schedule and data tensors."""
+    L.seed_everything(cfg.seed, verbose=False)
+    classifier = build_classifier(cfg)
+    net = classifier.net.to(device)
+    optimizer, scheduler = classifier.make_optimizer(cfg.trainer.max_epochs * len(datamodule.train_dataloader()))
+    seconds = []
+    for epoch in range(cfg.trainer.max_epochs):
+        loader = datamodule.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        _sync(device)
+        start = time.perf_counter()
+        net.train()
+        for images, labels in loader:
+            loss = F.cross_entropy(net(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        net.eval()
+        correct = torch.zeros((), device=device)
+        with torch.no_grad():
+            for images, labels in datamodule.val_dataloader():  # type: ignore[union-attr]
+                correct += (net(images).argmax(1) == labels).sum()
+        correct.item()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compose_config(model: str, epochs: int, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", f"trainer.max_epochs={epochs}", *overrides])
+    with open_dict(cfg):
+        cfg.output_dir = None
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.enable_model_summary = False
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["softmax", "mlp", "cnn"])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per side; the first is warm-up")
+    parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. trainer=gpu data.batch_size=512")
+    args = parser.parse_args(argv)
+    torch.backends.cudnn.benchmark = True
+
+    rows = []
+    for model in args.models:
+        cfg = compose_config(model, args.epochs, args.overrides)
+        trainer = build_trainer(cfg, Path(tempfile.gettempdir()))
+        device = trainer.strategy.root_device
+        datamodule = build_datamodule(cfg)
+        datamodule.trainer = trainer  # the same device placement as in training
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        raw = statistics.median(raw_epochs(cfg, datamodule, device)[1:] or [float("nan")])
+        project = statistics.median(project_epochs(cfg)[1:] or [float("nan")])
+        rows.append((model, raw, project))
+        print(f"{model}: raw {raw:.3f} s/epoch, project {project:.3f} s/epoch, ratio {project / raw:.2f}", flush=True)
+
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{device_name}; batch {cfg.data.batch_size}; overrides: {' '.join(args.overrides) or 'none'}")
+    print("| model | raw PyTorch (s/epoch) | project (s/epoch) | ratio |\n|---|---|---|---|")
+    for model, raw, project in rows:
+        print(f"| {model} | {raw:.3f} | {project:.3f} | {project / raw:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
