@@ -84,6 +84,24 @@ def make_cfg(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path: Path):
     return make
 
 
+@pytest.fixture
+def add_callback(monkeypatch: pytest.MonkeyPatch):
+    """Make train() append a callback to the Trainer it builds (undone by monkeypatch.undo())."""
+    from mnist_study import training
+
+    def install(callback) -> None:
+        build = training.build_trainer
+
+        def build_with_callback(cfg, output_dir):
+            trainer = build(cfg, output_dir)
+            trainer.callbacks.append(callback)
+            return trainer
+
+        monkeypatch.setattr(training, "build_trainer", build_with_callback)
+
+    return install
+
+
 def run_script(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)

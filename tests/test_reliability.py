@@ -7,7 +7,6 @@ import pytest
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from mnist_study import training
 from mnist_study.classifier import DivergenceError
 from mnist_study.cli import run_task
 from mnist_study.mnist_files import FILES, raw_dir
@@ -40,19 +39,9 @@ class InterruptAfterEpoch(Callback):
 
 
 @pytest.fixture
-def interrupt_after(monkeypatch: pytest.MonkeyPatch):
-    def arm(epoch: int) -> None:
-        build = training.build_trainer
-
-        def build_with_interrupt(cfg, output_dir):
-            trainer = build(cfg, output_dir)
-            trainer.callbacks.append(InterruptAfterEpoch(epoch))
-            return trainer
-
-        monkeypatch.setattr(training, "build_trainer", build_with_interrupt)
-
+def interrupt_after(add_callback):
     handler = signal.getsignal(signal.SIGINT)
-    yield arm
+    yield lambda epoch: add_callback(InterruptAfterEpoch(epoch))
     signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
 
 

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from lightning import Callback, LightningModule, Trainer
 
-from mnist_study import training
 from mnist_study.training import train
 
 from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
@@ -23,18 +22,10 @@ class CountTrainingImages(Callback):
         path.write_text(str(module._train_images))
 
 
-def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, monkeypatch) -> None:
+def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, add_callback) -> None:
     config = ("model=mlp", "regularizer=bn", "trainer.max_epochs=2")
     single = train(make_cfg(*config, output_dir=tmp_path / "one"))
-
-    build = training.build_trainer
-
-    def build_counting(cfg, output_dir):
-        trainer = build(cfg, output_dir)
-        trainer.callbacks.append(CountTrainingImages(tmp_path))
-        return trainer
-
-    monkeypatch.setattr(training, "build_trainer", build_counting)
+    add_callback(CountTrainingImages(tmp_path))
     double = train(make_cfg(*config, "trainer=ddp_cpu", output_dir=tmp_path / "two"))
 
     assert double["test/acc"] == pytest.approx(single["test/acc"], abs=0.05)

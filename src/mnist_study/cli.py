@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -33,7 +33,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     try:
         return task(cfg)
     except Exception as err:
-        if _in_multirun():
+        if in_multirun():
             output_dir = Path(HydraConfig.get().runtime.output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
             message = one_line(err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.backbones import BACKBONES, REGULARIZERS
 from mnist_study.classifier import MNISTClassifier, comparison_layout
-from mnist_study.cli import FAILURE_FILE
+from mnist_study.cli import FAILURE_FILE, in_multirun
 from mnist_study.datamodule import MNISTDataModule
 
 RESULT_FILE = "result.json"  # written when a run has finished and been tested
@@ -103,6 +104,16 @@ def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
             )
 
 
+def check_launch(cfg: DictConfig) -> None:
+    # Lightning starts the other ranks of strategy=ddp by re-running this command line; inside a -m sweep
+    # that would re-run the whole sweep. Under SLURM the ranks are started by srun instead.
+    if str(cfg.trainer.get("strategy")) == "ddp" and in_multirun() and "SLURM_NTASKS" not in os.environ:
+        raise ValueError(
+            "trainer.strategy=ddp cannot start its ranks inside a -m sweep: add trainer.strategy=ddp_spawn, "
+            "or use hydra/launcher=submitit_slurm, where SLURM starts them"
+        )
+
+
 def run_dir_of(checkpoint: Path) -> Path | None:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
@@ -121,6 +132,7 @@ def resume_point(cfg: DictConfig, output_dir: Path) -> Path | None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    check_launch(cfg)
     output_dir = Path(cfg.output_dir)
     if (output_dir / RESULT_FILE).is_file() and cfg.ckpt_path is None:  # a re-run sweep: this job is done
         log.info("%s already holds a finished run; skipping it (delete %s to train again)", output_dir, RESULT_FILE)
