@@ -86,3 +86,18 @@ def test_cli_multirun_names_runs_by_their_overrides(synthetic_mnist, tmp_path: P
     for model in ("softmax", "mlp"):
         run = next(tmp_path.glob(f"*model={model},*"))
         assert list(run.glob("events.out.tfevents.*")) and (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_speed_switches_train_the_same_network(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("model=cnn", "channels_last=true", "trainer.precision=bf16-mixed", output_dir=tmp_path / "fast")
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.5
+    saved = torch.load(tmp_path / "fast" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(not key.startswith("net._orig_mod") for key in saved["state_dict"])
+
+
+@pytest.mark.slow
+def test_compiled_backbone_trains_and_saves_plain_keys(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("model=mlp", "compile=true", output_dir=tmp_path / "compiled"))
+    saved = torch.load(tmp_path / "compiled" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert set(saved["state_dict"]) >= {"net.1.weight", "net.1.bias"}

@@ -47,8 +47,12 @@ class MNISTClassifier(L.LightningModule):
         regularizer: Mapping[str, Any],
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
+        # Speed switches, not part of what the model is: kept out of the hyperparameters.
+        self.channels_last, self.compile_net = channels_last, compile
         scheduler = dict(scheduler or {"name": "none"})
         if optimizer["name"] not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer['name']!r}: choose one of {', '.join(OPTIMIZERS)}")
@@ -76,6 +80,12 @@ class MNISTClassifier(L.LightningModule):
         self._first_bad_step: Tensor | None = None
         self._epoch_start = self._train_end = 0.0
         self._train_images = 0
+
+    def configure_model(self) -> None:
+        if self.channels_last:  # 1-channel inputs are already NHWC in memory: only the weights change
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_net:
+            self.net.compile()  # in place: the state_dict keys stay those of the plain module
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)

@@ -39,6 +39,8 @@ def build_classifier(cfg: DictConfig) -> MNISTClassifier:
         regularizer=_container(cfg, "regularizer"),
         optimizer=_container(cfg, "optimizer"),
         scheduler=_container(cfg, "scheduler"),
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
     )
 
 
@@ -146,6 +148,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg)
     trainer = build_trainer(cfg, output_dir)
+    log.info(
+        "device %s, precision %s, channels_last %s, compile %s, data on the device %s",
+        trainer.strategy.root_device,
+        trainer.precision,
+        cfg.channels_last,
+        cfg.compile,
+        cfg.data.on_device,
+    )
     if trainer.is_global_zero:
         trainer.logger.experiment.add_custom_scalars(comparison_layout(tuple(BACKBONES), REGULARIZERS))
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint)
