@@ -10,7 +10,7 @@ from mnist_study.backbones import build_backbone, parameter_count
 MODELS = {
     "softmax": {"name": "softmax"},
     "mlp": {"name": "mlp", "hidden_sizes": [512, 256]},
-    "cnn": {"name": "cnn", "channels": [16, 32], "kernel_size": 3, "hidden_size": 128},
+    "cnn": {"name": "cnn", "channels": [32, 64], "kernel_size": 3, "hidden_size": 128},
 }
 REGULARIZERS = {"none": {"name": "none"}, "dropout": {"name": "dropout", "rate": 0.2}, "bn": {"name": "bn"}}
 
@@ -24,9 +24,9 @@ LAYOUT = {
     ("mlp", "none"): ([F_, L_, R, L_, R, L_], 535_818),
     ("mlp", "dropout"): ([F_, L_, R, D, L_, R, D, L_], 535_818),
     ("mlp", "bn"): ([F_, L_, B1, R, L_, B1, R, L_], 536_586),
-    ("cnn", "none"): ([C, R, P, C, R, P, F_, L_, R, L_], 206_922),
-    ("cnn", "dropout"): ([C, R, P, D, C, R, P, D, F_, L_, R, D, L_], 206_922),
-    ("cnn", "bn"): ([C, B2, R, P, C, B2, R, P, F_, L_, B1, R, L_], 207_098),
+    ("cnn", "none"): ([C, R, P, C, R, P, F_, L_, R, L_], 421_642),
+    ("cnn", "dropout"): ([C, R, P, D, C, R, P, D, F_, L_, R, D, L_], 421_642),
+    ("cnn", "bn"): ([C, B2, R, P, C, B2, R, P, F_, L_, B1, R, L_], 421_866),
 }
 
 

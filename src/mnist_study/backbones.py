@@ -53,7 +53,7 @@ def mlp(reg: Regularizer, hidden_sizes: Sequence[int] = (512, 256)) -> nn.Sequen
 
 
 def cnn(
-    reg: Regularizer, channels: Sequence[int] = (16, 32), kernel_size: int = 3, hidden_size: int = 128
+    reg: Regularizer, channels: Sequence[int] = (32, 64), kernel_size: int = 3, hidden_size: int = 128
 ) -> nn.Sequential:
     """LeNet-sized: [conv, (bn), relu, max-pool 2, (dropout)] per entry of `channels`, then one hidden fc."""
     layers: list[nn.Module] = []
