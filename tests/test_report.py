@@ -29,7 +29,7 @@ def test_a_sweep_ends_with_its_report(sweep: Path) -> None:
     for model, reg in [("softmax", "none"), ("softmax", "bn"), ("mlp", "none"), ("mlp", "bn")]:
         assert f"| {model} | {reg} |" in report
     assert "4 of 4 runs complete" in report
-    assert "best regularizer" in report and "one seed, so no spread" in report
+    assert "best regularizer" in report and "one seed, so no spread" in report and "Batch norm changes mlp" in report
     for name in FIGURES:
         assert (sweep / name).stat().st_size > 5_000
         assert f"]({name})" in report

@@ -115,6 +115,7 @@ def exceeds_spread(a: list[float], b: list[float]) -> bool | None:
 
 
 def findings(runs: list[Run]) -> list[str]:
+    """Sentences derived from the numbers: the best regularizer per model, the models' ranking, BN's cost."""
     sentences = []
     for model in MODELS:
         accs = {reg: [r.test_acc for r in group(runs, model, reg)] for reg in REGULARIZERS}
@@ -127,14 +128,26 @@ def findings(runs: list[Run]) -> list[str]:
             if reg == best:
                 continue
             diff = (statistics.fmean(accs[best]) - statistics.fmean(values)) * 100
-            verdict = exceeds_spread(accs[best], values)
             spread = {
                 True: "larger than the seed-to-seed spread",
                 False: "within the seed-to-seed spread",
                 None: "one seed, so no spread to compare with",
-            }[verdict]
+            }[exceeds_spread(accs[best], values)]
             parts.append(f"{diff:+.2f} points over {reg} ({spread})")
-        sentences.append(f"**{model}**: best regularizer `{best}` — " + "; ".join(parts) + ".")
+        sentences.append(f"**{model}**: best regularizer `{best}`, " + "; ".join(parts) + ".")
+    for reg in REGULARIZERS:
+        means = {m: statistics.fmean(r.test_acc for r in group(runs, m, reg)) for m in MODELS if group(runs, m, reg)}
+        if len(means) > 1:
+            ranking = " > ".join(f"{m} ({100 * a:.2f}%)" for m, a in sorted(means.items(), key=lambda kv: -kv[1]))
+            sentences.append(f"With `{reg}`: {ranking}.")
+    for model in MODELS:
+        times = {reg: mean_std(r.mean("time/epoch_s") for r in group(runs, model, reg))[0] for reg in REGULARIZERS}
+        if not math.isnan(times["none"]) and not math.isnan(times["bn"]):
+            change = 100 * (times["bn"] / times["none"] - 1)
+            sentences.append(
+                f"Batch norm changes {model}'s epoch time by {change:+.0f}% "
+                f"({times['none']:.2f} s -> {times['bn']:.2f} s)."
+            )
     return sentences
 
 
@@ -171,10 +184,13 @@ def markdown(runs: list[Run], sweep_dir: Path, figures: list[str]) -> str:
                 f"{fmt(val[0], val[1], 100)}{epoch} | {fmt(time[0], time[1])} | {fmt(speed[0], math.nan, 1, 0)} | "
                 f"{members[0].parameters:,} | {len(members)} |"
             )
-    lines += ["", "Epochs are counted from 0. Epoch time is train + validation, first epoch excluded.", ""]
+    lines += ["", "Epochs are counted from 0. Epoch time is train + validation, first epoch excluded."]
+    if len(seeds) > 1:
+        lines.append("In the figures, lines are means over seeds and shaded bands span the lowest to the highest seed.")
+    lines.append("")
     if sentences := findings(runs):
         lines += [
-            "## Which regularizer helps which model",
+            "## What the numbers say",
             "",
             "A difference counts as larger than the seed-to-seed spread when it exceeds twice its standard error.",
             "",
