@@ -87,6 +87,33 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
     return seconds
 
 
+def per_sample_epoch(cfg: DictConfig, device: torch.device) -> float:
+    """One training epoch the common way: torchvision's MNIST Dataset, per-sample ToTensor/Normalize, a
+    DataLoader. It is what the tensor-resident data module replaces; timed for docs/PERFORMANCE.md."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from mnist_study import mnist_files
+
+    mnist_files.ensure_mnist(cfg.data.data_dir, cfg.data.checksums, download=False)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    dataset = datasets.MNIST(cfg.data.data_dir, train=True, download=False, transform=transform)
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True)
+    L.seed_everything(cfg.seed, verbose=False)
+    classifier = build_classifier(cfg)
+    net = classifier.net.to(device)
+    optimizer, _ = classifier.make_optimizer(len(loader))
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        loss = F.cross_entropy(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -94,7 +121,7 @@ def _sync(device: torch.device) -> None:
 
 def compose_config(model: str, epochs: int, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", f"trainer.max_epochs={epochs}", *overrides])
+        cfg = compose("train", overrides=[*overrides, f"model={model}", f"trainer.max_epochs={epochs}"])
     with open_dict(cfg):
         cfg.output_dir = None
         cfg.trainer.enable_progress_bar = False
@@ -106,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["softmax", "mlp", "cnn"])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per side; the first is warm-up")
+    parser.add_argument(
+        "--per-sample", action="store_true", help="also time one epoch through torchvision's Dataset + DataLoader"
+    )
     parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. trainer=gpu data.batch_size=512")
     args = parser.parse_args(argv)
     torch.backends.cudnn.benchmark = True
@@ -123,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         project = statistics.median(project_epochs(cfg)[1:] or [float("nan")])
         rows.append((model, raw, project))
         print(f"{model}: raw {raw:.3f} s/epoch, project {project:.3f} s/epoch, ratio {project / raw:.2f}", flush=True)
+        if args.per_sample:
+            seconds = per_sample_epoch(cfg, device)
+            print(f"{model}: torchvision Dataset + DataLoader, training only: {seconds:.3f} s/epoch", flush=True)
 
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{device_name}; batch {cfg.data.batch_size}; overrides: {' '.join(args.overrides) or 'none'}")
