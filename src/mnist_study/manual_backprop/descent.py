@@ -20,8 +20,8 @@ HISTORY_FILE = "history.json"
 @dataclass(frozen=True)
 class Settings:
     k: int = 4
-    epochs: int = 100
-    lr: float = 0.01
+    epochs: int = 200
+    lr: float = 0.003
     seed: int = 0
     init: str = "uniform"  # uniform: entries in [0, 1) as in the source reports; normal: N(0, 1/k)
     dtype: str = "float64"
