@@ -115,3 +115,10 @@ def test_q1_bad_input_is_one_line_and_a_failing_exit(tmp_path: Path, override: s
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message in output and "Traceback" not in output
+
+
+def test_speed_comparison_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_study.manual_backprop import speed
+
+    speed.main(["--k", "8", "--n-samples", "4", "--repeats", "1"])
+    assert "x autograd" in capsys.readouterr().out
