@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
 
     autograd = best_of(args.repeats, torch_forward, lambda state: torch.autograd.grad(*state))
     print(
-        f"K={args.k}, N={args.n_samples}, float64, {torch.get_num_threads()} threads; backward only, best of {args.repeats}:"
+        f"K={args.k}, N={args.n_samples}, float64, {torch.get_num_threads()} threads; "
+        f"backward only, best of {args.repeats}:"
     )
     print(f"  closed form  {manual * 1e3:8.1f} ms   ({manual / autograd:.2f} x autograd)")
     print(f"  graph engine {engine * 1e3:8.1f} ms   ({engine / autograd:.2f} x autograd)")
