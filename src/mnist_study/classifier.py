@@ -72,6 +72,7 @@ class MNISTClassifier(L.LightningModule):
         )
         self.net = build_backbone(model, regularizer)
         self.num_parameters = parameter_count(self.net)
+        self.example_input_array = torch.zeros(2, 1, 28, 28)  # for logger.log_graph and the model summary
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)

@@ -68,7 +68,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     options = _container(cfg, "trainer")
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
         options["enable_progress_bar"] = sys.stderr.isatty()
-    logger = TensorBoardLogger(save_dir=str(output_dir), name="", version="", default_hp_metric=False)
+    logger = TensorBoardLogger(
+        save_dir=str(output_dir), name="", version="", default_hp_metric=False, **_container(cfg, "logger")
+    )
     checkpoints = output_dir / "checkpoints"
     # Lightning 2.6's save_last only refreshes last.ckpt on epochs that improve the best one, so the
     # latest state gets a checkpoint of its own; the best one stays first (trainer.checkpoint_callback).
