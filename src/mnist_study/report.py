@@ -7,6 +7,7 @@ configs from Hydra's `.hydra/config.yaml`, so any sweep, finished or not, can be
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import statistics
 import sys
@@ -21,6 +22,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mnist_study.backbones import build_backbone, parameter_count
 from mnist_study.cli import FAILURE_FILE
+
+logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader narrates every file at INFO
 
 MODELS = ("softmax", "mlp", "cnn")
 REGULARIZERS = ("none", "dropout", "bn")
