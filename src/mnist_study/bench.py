@@ -60,6 +60,7 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
     """The loop a careful person writes by hand: same network, optimizer, schedule and data tensors."""
     L.seed_everything(cfg.seed, verbose=False)
     classifier = build_classifier(cfg)
+    classifier.configure_model()  # the same speed switches (channels_last, compile) as in training
     net = classifier.net.to(device)
     optimizer, scheduler = classifier.make_optimizer(cfg.trainer.max_epochs * len(datamodule.train_dataloader()))
     seconds = []
@@ -101,6 +102,7 @@ def per_sample_epoch(cfg: DictConfig, device: torch.device) -> float:
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True)
     L.seed_everything(cfg.seed, verbose=False)
     classifier = build_classifier(cfg)
+    classifier.configure_model()
     net = classifier.net.to(device)
     optimizer, _ = classifier.make_optimizer(len(loader))
     start = time.perf_counter()

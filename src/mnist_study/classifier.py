@@ -122,10 +122,25 @@ class MNISTClassifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step("train", batch)
         self._train_images += batch[1].shape[0]
-        # Track the first non-finite step on the device; checking it here would sync every step.
+        self._track_divergence(loss)
+        return loss
+
+    def _track_divergence(self, loss: Tensor) -> None:
+        if self._first_bad_step is not None and loss.device.type == "cpu":
+            return
+        if loss.device.type == "cpu":  # reading a CPU scalar costs nothing
+            if not math.isfinite(loss.item()):
+                self._first_bad_step = torch.tensor(float(self.global_step))
+            return
+        # On a GPU, reading the loss would wait for the step: keep the first bad step on the device instead.
         bad = torch.where(torch.isfinite(loss), math.inf, float(self.global_step))
         self._first_bad_step = bad if self._first_bad_step is None else torch.minimum(self._first_bad_step, bad)
-        return loss
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if images.device == device:  # the data module keeps the tensors on the device: nothing to move
+            return batch
+        return images.to(device), labels.to(device)
 
     def _check_divergence(self) -> None:
         if self._first_bad_step is None or not math.isfinite(step := float(self._first_bad_step)):

@@ -69,7 +69,8 @@ class TensorBatches:
 
 
 def normalize(images: Tensor) -> Tensor:
-    return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with MNIST's mean and std; in place after one copy."""
+    return images.float().div_(255.0).sub_(MEAN).div_(STD).unsqueeze(1)
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -97,14 +98,16 @@ class MNISTDataModule(L.LightningDataModule):
         self.on_device, self.download, self.test_every_epoch = on_device, download, test_every_epoch
         self.checksums = None if checksums is None else dict(checksums)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self._verified: Path | None = None
 
     def prepare_data(self) -> None:
-        mnist_files.ensure_mnist(self.data_dir, self.checksums, self.download)
+        self._verified = mnist_files.ensure_mnist(self.data_dir, self.checksums, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        directory = mnist_files.ensure_mnist(self.data_dir, self.checksums, self.download)
+        # Other ranks (and callers that skip prepare_data) verify here; rank 0 already did.
+        directory = self._verified or mnist_files.ensure_mnist(self.data_dir, self.checksums, self.download)
         train_x, train_y = mnist_files.load_split(directory, train=True)
         test_x, test_y = mnist_files.load_split(directory, train=False)
         if self.val_size >= len(train_y):
