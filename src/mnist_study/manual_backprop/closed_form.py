@@ -11,7 +11,7 @@ of N. Reading the chain backwards, each line of `backward` is one link:
     dL/dC = dL/dW Z^T                        (w = C z)
     dL/dZ = C^T dL/dW
     dL/dU = dL/dZ * V,   dL/dV = dL/dZ * U   (z = u * v;  for z = u + v both are dL/dZ)
-    dL/dY = dL/dU * U * (1 - U)              (sigma' = sigma (1 - sigma))
+    dL/dY = dL/dU * U * (1 - U)              (sigma' = sigma (1 - sigma), kept from the forward pass)
     dL/dA = dL/dY X^T                        (y = A x)
     dL/dB = dL/dV X^T                        (v = B x)
 """
@@ -36,6 +36,7 @@ def sigmoid(y: np.ndarray) -> np.ndarray:
 class Forward:
     x: np.ndarray
     u: np.ndarray
+    slope: np.ndarray  # du/dy = u (1 - u), the sigmoid's local derivative
     v: np.ndarray
     z: np.ndarray
     w: np.ndarray
@@ -48,7 +49,7 @@ def forward(a: np.ndarray, b: np.ndarray, c: np.ndarray, x: np.ndarray, combine:
     z = u * v if combine == "mul" else u + v
     w = c @ z
     loss = float(np.sum(w * w) / x.shape[1])
-    return Forward(x, u, v, z, w, loss)
+    return Forward(x, u, u * (1.0 - u), v, z, w, loss)
 
 
 def backward(c: np.ndarray, f: Forward, combine: Combine = "mul") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,8 +57,13 @@ def backward(c: np.ndarray, f: Forward, combine: Combine = "mul") -> tuple[np.nd
     dw = (2.0 / f.x.shape[1]) * f.w
     dc = dw @ f.z.T
     dz = c.T @ dw
-    du, dv = (dz * f.v, dz * f.u) if combine == "mul" else (dz, dz)
-    dy = du * f.u * (1.0 - f.u)
+    if combine == "mul":
+        dv = dz * f.u
+        du = np.multiply(dz, f.v, out=dz)  # in place: dz is not needed again (saves a K x N array)
+        dy = np.multiply(du, f.slope, out=du)
+    else:
+        dv = du = dz
+        dy = du * f.slope
     da = dy @ f.x.T
     db = dv @ f.x.T
     return da, db, dc
