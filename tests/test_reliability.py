@@ -156,3 +156,12 @@ def test_unwritable_data_dir_is_named(make_cfg, tmp_path: Path, capsys) -> None:
     blocker.write_text("")
     err = fails_with(make_cfg(f"data.data_dir={blocker / 'data'}"), capsys)
     assert "set data.data_dir to a writable folder" in err or "no MNIST source worked" in err
+
+
+@pytest.mark.parametrize("override", ["model=foo", "regularizer=l2", "optimizer=rmsprop", "scheduler=step"])
+def test_unknown_group_options_list_the_available_ones(make_cfg, override: str) -> None:
+    from hydra.errors import MissingConfigException
+
+    group = override.split("=")[0]
+    with pytest.raises(MissingConfigException, match=f"Could not find '{group}/"):
+        make_cfg(override)

@@ -47,3 +47,12 @@ def test_sweeps_run_through_launchers(synthetic_mnist, tmp_path: Path, launcher:
         run = next(tmp_path.glob(f"*model={model}*"))
         assert (run / "result.json").is_file() and list(run.glob("events.out.tfevents.*"))
     assert "2 of 2 runs complete" in (tmp_path / "report.md").read_text()
+
+
+def test_ddp_relaunch_is_refused_inside_a_local_sweep(synthetic_mnist, tmp_path: Path) -> None:
+    result = run_script(
+        "train.py", "-m", *data_overrides(*synthetic_mnist), "trainer=ddp_cpu", "trainer.strategy=ddp",
+        "model=softmax", f"hydra.sweep.dir={tmp_path}", cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "trainer.strategy=ddp cannot start its ranks inside a -m sweep" in (tmp_path / "report.md").read_text()

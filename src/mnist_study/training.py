@@ -172,8 +172,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         trainer.logger.finalize("success")
         (output_dir / RESULT_FILE).write_text(json.dumps(metrics, indent=2))
-    print(
-        f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
-        f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
-    )
+        print(
+            f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
+            f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
+        )
     return metrics
