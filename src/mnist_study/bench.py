@@ -33,16 +33,12 @@ class EpochTimer(L.Callback):
         self.seconds: list[float] = []
         self._start = 0.0
 
-    def _sync(self, module: L.LightningModule) -> None:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
-
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._sync(module)
+        _sync(module.device)
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._sync(module)  # on_train_epoch_end runs after the epoch's validation
+        _sync(module.device)  # on_train_epoch_end runs after the epoch's validation
         self.seconds.append(time.perf_counter() - self._start)
 
 
