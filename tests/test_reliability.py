@@ -127,7 +127,7 @@ def fails_with(cfg, capsys: pytest.CaptureFixture[str]) -> str:
         (f"data.val_size={TRAIN_SIZE}", f"data.val_size={TRAIN_SIZE} leaves no training images"),
         ("regularizer=dropout regularizer.rate=1.0", "regularizer.rate must be in [0, 1), got 1.0"),
         ("regularizer=dropout regularizer.rate=-0.1", "regularizer.rate must be in [0, 1), got -0.1"),
-        ("optimizer.name=rmsprop", "unknown optimizer 'rmsprop': choose one of adam, sgd"),
+        ("optimizer.name=rmsprop", "unknown optimizer 'rmsprop': choose one of adam, adamw, sgd"),
         ("model.name=os.system", "unknown model 'os.system': choose one of softmax, mlp, cnn"),
         ("ckpt_path=/nowhere/last.ckpt", "ckpt_path=/nowhere/last.ckpt does not exist"),
     ],

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_study.training import train
+from mnist_study.training import build_classifier, train
 
 from .conftest import ROOT, data_overrides, run_script
 
@@ -94,6 +94,29 @@ def test_speed_switches_train_the_same_network(make_cfg, tmp_path: Path) -> None
     assert metrics["test/acc"] > 0.5
     saved = torch.load(tmp_path / "fast" / "checkpoints" / "last.ckpt", weights_only=True)
     assert all(not key.startswith("net._orig_mod") for key in saved["state_dict"])
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "none"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_every_optimizer_and_schedule_option_builds_what_it_names(make_cfg, optimizer: str, scheduler: str) -> None:
+    cfg = make_cfg(
+        f"optimizer={optimizer}", f"scheduler={scheduler}", "optimizer.lr=0.01", "optimizer.weight_decay=0.1"
+    )
+    built, schedule = build_classifier(cfg).make_optimizer(total_steps=100)
+
+    assert type(built).__name__.lower() == optimizer
+    assert built.defaults["weight_decay"] == 0.1
+    rates = []
+    for _ in range(100):
+        rates.append(built.param_groups[0]["lr"])
+        built.step()
+        if schedule is not None:
+            schedule.step()
+    assert max(rates) == pytest.approx(0.01)  # optimizer.lr is the peak of every schedule
+    if scheduler == "onecycle":
+        assert rates.index(max(rates)) == 24  # warm-up over pct_start = 0.25 of the 100 steps
+    if scheduler != "none":
+        assert rates[-1] < 0.001
 
 
 @pytest.mark.slow

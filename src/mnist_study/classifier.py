@@ -17,7 +17,11 @@ from torchmetrics.classification import MulticlassAccuracy
 from mnist_study.backbones import NUM_CLASSES, build_backbone, parameter_count
 from mnist_study.errors import UserError
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
 SCHEDULERS = ("none", "onecycle", "cosine")
 STAGES = ("train", "val", "test", "test_epoch")  # test_epoch: test set each epoch, for plots only
 
