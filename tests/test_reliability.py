@@ -140,7 +140,7 @@ def test_checkpoint_of_another_model_is_named(make_cfg, tmp_path: Path, capsys) 
     train(make_cfg("model=softmax", output_dir=tmp_path / "softmax"))
     last = tmp_path / "softmax" / "checkpoints" / "last.ckpt"
     err = fails_with(make_cfg("model=mlp", f"ckpt_path={last}"), capsys)
-    assert "is a checkpoint of model={'name': 'softmax'}" in err
+    assert "is a checkpoint of model={'name': 'softmax', 'lr': 0.002}" in err
 
 
 def test_corrupted_idx_file_names_file_md5_and_fix(make_cfg, tmp_path: Path, capsys) -> None:

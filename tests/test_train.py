@@ -33,7 +33,7 @@ def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Pa
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["hyper_parameters"]["model"] == {"name": "mlp", "hidden_sizes": [512, 256]}
+    assert saved["hyper_parameters"]["model"] == {"name": "mlp", "hidden_sizes": [512, 256], "lr": 0.001}
 
 
 def test_test_every_epoch_logs_test_curves_apart_from_model_selection(make_cfg, tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_resume_continues_the_run_in_its_own_directory(make_cfg, tmp_path: Path)
 def test_resume_refuses_a_checkpoint_of_another_model(make_cfg, tmp_path: Path) -> None:
     train(make_cfg("model=softmax", output_dir=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    with pytest.raises(ValueError, match=r"is a checkpoint of model=\{'name': 'softmax'\}.*model=\{'name': 'mlp'"):
+    with pytest.raises(ValueError, match=r"is a checkpoint of model=\{'name': 'softmax'[^}]*\}.*model=\{'name': 'mlp'"):
         train(make_cfg("model=mlp", f"ckpt_path={last}"))
 
 
@@ -94,6 +94,13 @@ def test_speed_switches_train_the_same_network(make_cfg, tmp_path: Path) -> None
     assert metrics["test/acc"] > 0.5
     saved = torch.load(tmp_path / "fast" / "checkpoints" / "last.ckpt", weights_only=True)
     assert all(not key.startswith("net._orig_mod") for key in saved["state_dict"])
+
+
+def test_adam_takes_each_networks_own_learning_rate_unless_told_otherwise(make_cfg) -> None:
+    assert make_cfg("model=mlp").optimizer.lr == 0.001
+    assert make_cfg("model=cnn").optimizer.lr == make_cfg("model=cnn", "optimizer=adamw").optimizer.lr == 0.002
+    assert make_cfg("model=cnn", "optimizer.lr=0.01").optimizer.lr == 0.01
+    assert make_cfg("model=cnn", "optimizer=sgd").optimizer.lr == 0.05
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "none"])

@@ -72,9 +72,11 @@ BACKBONES: dict[str, Callable[..., nn.Sequential]] = {"softmax": softmax_regress
 
 
 def build_backbone(model: Mapping[str, Any], regularizer: Mapping[str, Any]) -> nn.Sequential:
-    """`model` and `regularizer` are the Hydra groups of the same names: a `name` plus that builder's arguments."""
+    """`model` and `regularizer` are the Hydra groups of the same names: a `name` plus that builder's arguments
+    (and, in `model`, the network's tuned learning rate `lr`, which is the optimizer's business)."""
     options = dict(model)
     name = options.pop("name")
+    options.pop("lr", None)
     if name not in BACKBONES:
         raise ValueError(f"unknown model {name!r}: choose one of {', '.join(BACKBONES)}")
     return BACKBONES[name](Regularizer(**regularizer), **options)
