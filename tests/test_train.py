@@ -131,3 +131,12 @@ def test_compiled_backbone_trains_and_saves_plain_keys(make_cfg, tmp_path: Path)
     train(make_cfg("model=mlp", "compile=true", output_dir=tmp_path / "compiled"))
     saved = torch.load(tmp_path / "compiled" / "checkpoints" / "last.ckpt", weights_only=True)
     assert set(saved["state_dict"]) >= {"net.1.weight", "net.1.bias"}
+
+
+def test_cpu_training_never_loads_nvml(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning's PYTORCH_NVML_BASED_CUDA_CHECK made torch load NVML in every Adam step of a CPU run.
+    calls = []
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: calls.append(1) or -1)
+    train(make_cfg("model=softmax", "trainer.max_epochs=2"))
+    assert len(calls) <= 2  # the Trainer's GPU detection at start-up; it was one more per step (22 steps)
