@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for model in args.models:
         cfg = compose_config(model, args.epochs, args.overrides)
+        # Before the raw loop on purpose: on CPU, build_trainer drops the per-step NVML check that importing
+        # Lightning switches on, so the raw loop runs as a Lightning-free script would.
         trainer = build_trainer(cfg, Path(tempfile.gettempdir()))
         device = trainer.strategy.root_device
         datamodule = build_datamodule(cfg)
