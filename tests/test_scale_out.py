@@ -8,7 +8,7 @@ from lightning import Callback, LightningModule, Trainer
 from mnist_study.training import train
 
 from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
-from .test_train import scalars
+from .test_train import assert_logged_val_metrics_are_the_checkpoints, scalars
 
 
 class CountTrainingImages(Callback):
@@ -19,7 +19,7 @@ class CountTrainingImages(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
         path = self.directory / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.txt"
-        path.write_text(str(module._train_images))
+        path.write_text(str(int(module.metrics["train_metric"].count)))  # before the module resets it
 
 
 def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, add_callback) -> None:
@@ -33,6 +33,9 @@ def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, add_callback
     for epoch in (0, 1):
         seen = [int((tmp_path / f"rank{rank}-epoch{epoch}.txt").read_text()) for rank in (0, 1)]
         assert seen == [(TRAIN_SIZE - VAL_SIZE) // 2] * 2  # disjoint halves: each image once per epoch
+
+    # The logged validation metrics are those of the whole split, combined exactly across the two ranks.
+    assert_logged_val_metrics_are_the_checkpoints(tmp_path / "two", make_cfg(*config))
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

@@ -4,9 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_study.training import build_classifier, train
+from mnist_study.classifier import MNISTClassifier
+from mnist_study.training import build_classifier, build_datamodule, train
 
 from .conftest import ROOT, data_overrides, run_script
 
@@ -19,6 +22,19 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def assert_logged_val_metrics_are_the_checkpoints(run_dir: Path, cfg: DictConfig) -> None:
+    """The last epoch's val/acc and val/loss are those of last.ckpt over the whole validation split."""
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    images, labels = datamodule.splits["val"]
+    model = MNISTClassifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
+    with torch.no_grad():
+        logits = model(images)
+    logged = scalars(run_dir)
+    assert logged["val/acc"][-1] == pytest.approx((logits.argmax(1) == labels).float().mean().item(), abs=1e-6)
+    assert logged["val/loss"][-1] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+
+
 def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Path) -> None:
     metrics = train(make_cfg("model=mlp", "regularizer=bn", "trainer.max_epochs=2"))
 
@@ -29,6 +45,7 @@ def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Pa
     assert logged["test/acc"] == [pytest.approx(metrics["test/acc"])]
     assert metrics["test/acc"] > 0.5  # the synthetic digits are easy
     assert {"hp/test_acc", "hp/test_loss", "hp/best_val_acc"} <= logged.keys()
+    assert_logged_val_metrics_are_the_checkpoints(run, make_cfg())
 
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)

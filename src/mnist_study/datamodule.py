@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -127,6 +128,12 @@ class MNISTDataModule(L.LightningDataModule):
                 torch.from_numpy(test_y.astype("int64")).to(device),
             ),
         }
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if images.device == device:  # kept on the training device already (on_device): nothing to move
+            return batch
+        return images.to(device), labels.to(device)
 
     def _device(self) -> torch.device:
         if self.on_device and self.trainer is not None:
