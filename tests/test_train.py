@@ -157,3 +157,10 @@ def test_cpu_training_never_loads_nvml(make_cfg, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: calls.append(1) or -1)
     train(make_cfg("model=softmax", "trainer.max_epochs=2"))
     assert len(calls) <= 2  # the Trainer's GPU detection at start-up; it was one more per step (22 steps)
+
+
+def test_lightning_profilers_can_be_switched_on(make_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    # The default replaces Lightning's no-op profiler with a cheaper one; trainer.profiler still picks a real one.
+    with caplog.at_level("INFO", logger="lightning.pytorch.profilers"):
+        train(make_cfg("model=softmax", "trainer.profiler=simple"))
+    assert "FIT Profiler Report" in caplog.text and "run_training_batch" in caplog.text

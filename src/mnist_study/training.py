@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.backbones import BACKBONES, REGULARIZERS
@@ -64,8 +66,18 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips()
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default (no) profiler, minus the generator-based context manager it enters around every
+    hook call: ~45 a step at ~2 us each, 5% of a softmax-regression epoch on the CPU."""
+
+    def profile(self, action_name: str) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     options = _container(cfg, "trainer")
+    if options.get("profiler") is None:
+        options["profiler"] = NoProfiler()
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
         options["enable_progress_bar"] = sys.stderr.isatty()
     logger = TensorBoardLogger(
