@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning import Callback
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -164,3 +165,23 @@ def test_lightning_profilers_can_be_switched_on(make_cfg, caplog: pytest.LogCapt
     with caplog.at_level("INFO", logger="lightning.pytorch.profilers"):
         train(make_cfg("model=softmax", "trainer.profiler=simple"))
     assert "FIT Profiler Report" in caplog.text and "run_training_batch" in caplog.text
+
+
+def test_gradient_clipping_still_applies_when_asked_for(make_cfg, add_callback, tmp_path: Path) -> None:
+    class StepSize(Callback):
+        def on_train_start(self, trainer, module) -> None:
+            self.before = torch.nn.utils.parameters_to_vector(module.parameters()).detach().clone()
+
+        def on_train_end(self, trainer, module) -> None:
+            self.size = (torch.nn.utils.parameters_to_vector(module.parameters()) - self.before).norm().item()
+
+    sizes = {}
+    for clip in (None, 1e-3):
+        add_callback(step := StepSize())
+        options = ("model=softmax", "data.batch_size=500", "optimizer=sgd", "optimizer.lr=1", "optimizer.momentum=0",
+                   "optimizer.nesterov=false", "scheduler=none")  # fmt: skip
+        clipping = [f"+trainer.gradient_clip_val={clip}"] if clip else []
+        train(make_cfg(*options, *clipping, output_dir=tmp_path / str(clip)))
+        sizes[clip] = step.size
+    assert sizes[None] > 0.01  # one step (500 images) of plain SGD: lr * |gradient|, clipped to 1e-3 or not
+    assert sizes[1e-3] == pytest.approx(1e-3, rel=1e-3)
