@@ -32,7 +32,7 @@ class DivergenceError(UserError):
 class LossAndAccuracy(Metric):
     """Mean cross-entropy and accuracy of one stage, kept as three running sums (summed across ranks).
 
-    Three in-place additions a step: torchmetrics' MulticlassAccuracy plus MeanMetric cost ~0.15 ms a step
+    Three in-place additions a step; torchmetrics' MulticlassAccuracy plus MeanMetric took ~0.15 ms a step
     here, a quarter of a softmax-regression step on the CPU.
     """
 
