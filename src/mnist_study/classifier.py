@@ -138,8 +138,9 @@ class MNISTClassifier(L.LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         # Tags read "train/acc", "val/loss", ...; the per-epoch test curves go under "test_epoch/".
-        values = self.metrics[f"{stage}_metric"].compute()
-        self.metrics[f"{stage}_metric"].reset()
+        metric = self.metrics[f"{stage}_metric"]
+        values = metric.compute()
+        metric.reset()
         for name, value in values.items():
             # torchmetrics already synced the value across ranks; sync_dist only quiets Lightning's warning
             self.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True)
