@@ -175,9 +175,9 @@ def test_gradient_clipping_still_applies_when_asked_for(make_cfg, add_callback, 
         def on_train_end(self, trainer, module) -> None:
             self.size = (torch.nn.utils.parameters_to_vector(module.parameters()) - self.before).norm().item()
 
+    add_callback(step := StepSize())
     sizes = {}
     for clip in (None, 1e-3):
-        add_callback(step := StepSize())
         options = ("model=softmax", "data.batch_size=500", "optimizer=sgd", "optimizer.lr=1", "optimizer.momentum=0",
                    "optimizer.nesterov=false", "scheduler=none")  # fmt: skip
         clipping = [f"+trainer.gradient_clip_val={clip}"] if clip else []
