@@ -48,12 +48,15 @@ class EpochShuffle:
 
 
 class TensorBatches:
-    """An iterable of (images, labels) batches cut from two tensors; shuffled when given a sampler."""
+    """An iterable of (images, labels) batches of one split ("train", "val", "test"), cut from two tensors;
+    shuffled when given a sampler."""
 
     batch_sampler = None  # read by Lightning, which otherwise assumes a torch DataLoader
 
-    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShuffle | None = None) -> None:
-        self.images, self.labels, self.batch_size, self.sampler = images, labels, batch_size, sampler
+    def __init__(
+        self, split: str, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShuffle | None = None
+    ) -> None:
+        self.split, self.images, self.labels, self.batch_size, self.sampler = split, images, labels, batch_size, sampler
 
     def __len__(self) -> int:
         count = len(self.sampler) if self.sampler is not None else len(self.labels)
@@ -149,13 +152,15 @@ class MNISTDataModule(L.LightningDataModule):
         images, labels = self.splits[split]
         rank, world_size = self._rank()
         # Evaluation shards are disjoint and unpadded, so the synced metrics count every image once.
-        return TensorBatches(images[rank::world_size], labels[rank::world_size], self.eval_batch_size)
+        return TensorBatches(split, images[rank::world_size], labels[rank::world_size], self.eval_batch_size)
 
     def train_dataloader(self) -> TensorBatches:
         images, labels = self.splits["train"]
         rank, world_size = self._rank()
         sampler = EpochShuffle(len(labels), self.shuffle_seed, rank, world_size)
-        return TensorBatches(images, labels, self.batch_size, sampler)
+        if self.trainer is not None and self.trainer.overfit_batches:  # the same first batches every epoch
+            images, labels, sampler = images[rank::world_size], labels[rank::world_size], None
+        return TensorBatches("train", images, labels, self.batch_size, sampler)
 
     def val_dataloader(self) -> TensorBatches | list[TensorBatches]:
         if self.test_every_epoch:
