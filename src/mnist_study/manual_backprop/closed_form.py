@@ -53,17 +53,13 @@ def forward(a: np.ndarray, b: np.ndarray, c: np.ndarray, x: np.ndarray, combine:
 
 
 def backward(c: np.ndarray, f: Forward, combine: Combine = "mul") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dL/dA, dL/dB, dL/dC) from the forward pass's intermediates."""
+    """(dL/dA, dL/dB, dL/dC) from the forward pass's intermediates, one link of the chain per line."""
     dw = (2.0 / f.x.shape[1]) * f.w
     dc = dw @ f.z.T
     dz = c.T @ dw
-    if combine == "mul":
-        dv = dz * f.u
-        du = np.multiply(dz, f.v, out=dz)  # in place: dz is not needed again (saves a K x N array)
-        dy = np.multiply(du, f.slope, out=du)
-    else:
-        dv = du = dz
-        dy = du * f.slope
+    du = dz * f.v if combine == "mul" else dz
+    dv = dz * f.u if combine == "mul" else dz
+    dy = du * f.slope
     da = dy @ f.x.T
     db = dv @ f.x.T
     return da, db, dc
