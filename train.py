@@ -5,12 +5,14 @@ from omegaconf import DictConfig
 
 from mnist_study.cli import run_task
 from mnist_study.training import train
+from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> dict[str, float] | None:
+def main(cfg: DictConfig) -> dict | None:
     return run_task(train, cfg)
 
 
 if __name__ == "__main__":
+    skip_lightnings_nvml_check_without_gpus()
     main()

@@ -108,3 +108,15 @@ def run_script(*args: str, cwd: Path, timeout: int = 240) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@pytest.fixture(scope="session")
+def sweep(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small real sweep (`train.py -m`: 2 models x 2 regularizers, 2 epochs) for every test that reads one."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    result = run_script(
+        "train.py", "-m", *data_overrides(*synthetic_mnist), "model=softmax,mlp", "regularizer=none,bn",
+        "trainer.max_epochs=2", f"hydra.sweep.dir={sweep_dir}", cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return sweep_dir

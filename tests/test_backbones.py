@@ -3,16 +3,22 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import nn
 
 from mnist_study.backbones import build_backbone, parameter_count
+from mnist_study.errors import UserError
 
-MODELS = {
-    "softmax": {"name": "softmax"},
-    "mlp": {"name": "mlp", "hidden_sizes": [512, 256]},
-    "cnn": {"name": "cnn", "channels": [32, 64], "kernel_size": 3, "hidden_size": 128},
-}
-REGULARIZERS = {"none": {"name": "none"}, "dropout": {"name": "dropout", "rate": 0.2}, "bn": {"name": "bn"}}
+from .conftest import CONF
+
+
+def shipped(model: str, regularizer: str) -> tuple[dict, dict]:
+    """The `model` and `regularizer` groups as conf/ ships them, composed by Hydra as train.py composes them."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", f"regularizer={regularizer}"])
+    return OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.regularizer)  # type: ignore[return-value]
+
 
 F_, L_, R, D, P = "Flatten", "Linear", "ReLU", "Dropout", "MaxPool2d"
 C, B1, B2 = "Conv2d", "BatchNorm1d", "BatchNorm2d"
@@ -32,7 +38,7 @@ LAYOUT = {
 
 @pytest.mark.parametrize(("model", "regularizer"), LAYOUT)
 def test_layers_and_parameter_count(model: str, regularizer: str) -> None:
-    net = build_backbone(MODELS[model], REGULARIZERS[regularizer])
+    net = build_backbone(*shipped(model, regularizer))
     layers, parameters = LAYOUT[model, regularizer]
     assert [type(m).__name__ for m in net] == layers
     assert parameter_count(net) == parameters
@@ -45,7 +51,7 @@ def test_layers_and_parameter_count(model: str, regularizer: str) -> None:
 @pytest.mark.parametrize(("model", "regularizer"), LAYOUT)
 def test_training_steps_lower_the_loss_and_reach_every_parameter(model: str, regularizer: str) -> None:
     torch.manual_seed(0)
-    net = build_backbone(MODELS[model], REGULARIZERS[regularizer]).train()
+    net = build_backbone(*shipped(model, regularizer)).train()
     images, labels = torch.randn(32, 1, 28, 28), torch.arange(32) % 10
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
 
@@ -64,9 +70,9 @@ def test_training_steps_lower_the_loss_and_reach_every_parameter(model: str, reg
 
 
 def test_unknown_names_and_bad_rates_are_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown model 'resnet': choose one of softmax, mlp, cnn"):
-        build_backbone({"name": "resnet"}, REGULARIZERS["none"])
-    with pytest.raises(ValueError, match="unknown regularizer 'l2'"):
-        build_backbone(MODELS["mlp"], {"name": "l2"})
-    with pytest.raises(ValueError, match=r"regularizer.rate must be in \[0, 1\), got 1.0"):
-        build_backbone(MODELS["mlp"], {"name": "dropout", "rate": 1.0})
+    with pytest.raises(UserError, match="model=resnet is unknown: choose one of softmax, mlp, cnn"):
+        build_backbone({"name": "resnet"}, {"name": "none"})
+    with pytest.raises(UserError, match="regularizer=l2 is unknown"):
+        build_backbone({"name": "mlp"}, {"name": "l2"})
+    with pytest.raises(UserError, match=r"regularizer.rate must be in \[0, 1\), got 1.0"):
+        build_backbone({"name": "mlp"}, {"name": "dropout", "rate": 1.0})

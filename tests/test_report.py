@@ -1,27 +1,15 @@
 """The study report from real (synthetic-data) sweeps: tables, CSV, figures, failed and missing runs."""
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
-import pytest
-
-from mnist_study.report import write_report
+from mnist_study.report import Run, findings, write_report
 
 from .conftest import ROOT, data_overrides, run_script
 
 FIGURES = ["model_softmax.png", "model_mlp.png", "regularizer_none.png", "regularizer_bn.png", "grid_acc.png"]
-
-
-@pytest.fixture(scope="module")
-def sweep(synthetic_mnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sweep_dir = tmp_path_factory.mktemp("sweep")
-    result = run_script(
-        "train.py", "-m", *data_overrides(*synthetic_mnist), "model=softmax,mlp", "regularizer=none,bn",
-        "trainer.max_epochs=2", f"hydra.sweep.dir={sweep_dir}", cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return sweep_dir
 
 
 def test_a_sweep_ends_with_its_report(sweep: Path) -> None:
@@ -45,8 +33,8 @@ def test_report_lists_missing_and_failed_runs_and_reports_the_rest(sweep: Path, 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
     runs = sorted(p for p in copy.iterdir() if (p / ".hydra").is_dir())
-    for events in runs[0].glob("events.out.tfevents.*"):
-        events.unlink()  # killed before it logged anything
+    for written in [*runs[0].glob("events.out.tfevents.*"), runs[0] / "result.json"]:
+        written.unlink()  # killed before it logged anything
     (runs[1] / "failed.txt").write_text("DivergenceError: the training loss became non-finite\n")
 
     write_report(copy)
@@ -75,3 +63,39 @@ def test_report_cli_needs_a_sweep(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == f"error: no runs in {tmp_path}: give the directory of a `python train.py -m ...` sweep"
     )
+
+
+def test_every_run_is_reported_from_what_it_wrote_whatever_the_sweep_varied(sweep: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    source = next(copy.glob("*model=softmax,regularizer=none*"))
+    # A model the study does not know and a second optimizer: each is its own row, not a seed of another.
+    for name, edit in (("lenet", {"model": "lenet"}), ("sgd", {})):
+        run = copy / f"extra-{name}"
+        shutil.copytree(source, run)
+        result = {**json.loads((run / "result.json").read_text()), **edit}
+        (run / "result.json").write_text(json.dumps(result))
+        overrides = (run / ".hydra" / "overrides.yaml").read_text()
+        (run / ".hydra" / "overrides.yaml").write_text(overrides + ("- optimizer=sgd\n" if name == "sgd" else ""))
+
+    runs = write_report(copy)
+
+    report = (copy / "report.md").read_text()
+    assert "6 of 6 runs complete" in report
+    assert "| lenet | none |" in report
+    assert "| softmax (optimizer=sgd) | none |" in report
+    assert sum(r.label == "softmax" and r.regularizer == "none" for r in runs) == 1  # the sgd copy is not a seed
+
+
+def run_of(model: str, regularizer: str, seed: int, acc: float) -> Run:
+    return Run(f"{model}-{regularizer}-{seed}", model, regularizer, seed, test_acc=acc, test_loss=0.1)
+
+
+def test_findings_compare_with_the_seed_spread_when_there_are_seeds() -> None:
+    runs = [run_of("mlp", "none", s, a) for s, a in enumerate((0.9850, 0.9852, 0.9849))]
+    runs += [run_of("mlp", "dropout", s, a) for s, a in enumerate((0.9866, 0.9864, 0.9867))]  # clearly better
+    runs += [run_of("mlp", "bn", s, a) for s, a in enumerate((0.9840, 0.9870, 0.9855))]  # noisy: within spread
+    [sentence] = [f for f in findings(runs) if f.startswith("**mlp**")]
+    assert "best regularizer `dropout`" in sentence
+    assert "points over none (larger than the seed-to-seed spread)" in sentence
+    assert "points over bn (within the seed-to-seed spread)" in sentence

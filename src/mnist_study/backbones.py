@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from mnist_study.errors import UserError
+
 IMAGE_SIZE, NUM_CLASSES = 28, 10
 REGULARIZERS = ("none", "dropout", "bn")
 
@@ -20,9 +22,9 @@ REGULARIZERS = ("none", "dropout", "bn")
 class Regularizer:
     def __init__(self, name: str = "none", rate: float = 0.0, momentum: float = 0.1) -> None:
         if name not in REGULARIZERS:
-            raise ValueError(f"unknown regularizer {name!r}: choose one of {', '.join(REGULARIZERS)}")
+            raise UserError(f"regularizer={name} is unknown: choose one of {', '.join(REGULARIZERS)}")
         if name == "dropout" and not 0.0 <= rate < 1.0:
-            raise ValueError(f"regularizer.rate must be in [0, 1), got {rate}")
+            raise UserError(f"regularizer.rate must be in [0, 1), got {rate}")
         self.name, self.rate, self.momentum = name, rate, momentum
 
     @property
@@ -72,13 +74,11 @@ BACKBONES: dict[str, Callable[..., nn.Sequential]] = {"softmax": softmax_regress
 
 
 def build_backbone(model: Mapping[str, Any], regularizer: Mapping[str, Any]) -> nn.Sequential:
-    """`model` and `regularizer` are the Hydra groups of the same names: a `name` plus that builder's arguments
-    (and, in `model`, the network's tuned learning rate `lr`, which is the optimizer's business)."""
+    """`model` and `regularizer` are the Hydra groups of the same names: a `name` plus that builder's arguments."""
     options = dict(model)
     name = options.pop("name")
-    options.pop("lr", None)
     if name not in BACKBONES:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(BACKBONES)}")
+        raise UserError(f"model={name} is unknown: choose one of {', '.join(BACKBONES)}")
     return BACKBONES[name](Regularizer(**regularizer), **options)
 
 

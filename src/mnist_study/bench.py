@@ -23,34 +23,22 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from mnist_study.callbacks import EpochTimer, synchronize
 from mnist_study.datamodule import MNISTDataModule
+from mnist_study.optim import build_optimizer
 from mnist_study.training import build_classifier, build_datamodule, build_trainer
+from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-class EpochTimer(L.Callback):
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _sync(module.device)
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        _sync(module.device)  # on_train_epoch_end runs after the epoch's validation
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def project_epochs(cfg: DictConfig) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(cfg, Path(out))
-        timer = EpochTimer()
-        trainer.callbacks.append(timer)
+        timer = next(c for c in trainer.callbacks if isinstance(c, EpochTimer))  # train.py's own timing
         L.seed_everything(cfg.seed, verbose=False)
         trainer.fit(build_classifier(cfg), datamodule=build_datamodule(cfg))
-    return timer.seconds
+    return timer.epoch_seconds
 
 
 def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.device) -> list[float]:
@@ -60,12 +48,13 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
     classifier = build_classifier(cfg)
     classifier.configure_model()  # the same speed switches (channels_last, compile) as in training
     net = classifier.net.to(device)
-    optimizer, scheduler = classifier.make_optimizer(cfg.trainer.max_epochs * len(datamodule.train_dataloader()))
+    total_steps = cfg.trainer.max_epochs * len(datamodule.train_dataloader())
+    optimizer, scheduler = build_optimizer(net.parameters(), cfg.optimizer, cfg.scheduler, total_steps)
     seconds = []
     for epoch in range(cfg.trainer.max_epochs):
         loader = datamodule.train_dataloader()
         loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         net.train()
         train_loss, train_correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
@@ -87,7 +76,7 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
                 val_loss += F.cross_entropy(logits, labels, reduction="sum")
                 val_correct += (logits.argmax(1) == labels).sum()
         torch.stack((train_loss, train_correct, val_loss, val_correct)).tolist()  # what would be printed
-        _sync(device)
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -108,7 +97,7 @@ def per_sample_epoch(cfg: DictConfig, device: torch.device) -> float:
     classifier = build_classifier(cfg)
     classifier.configure_model()
     net = classifier.net.to(device)
-    optimizer, _ = classifier.make_optimizer(len(loader))
+    optimizer, _ = build_optimizer(net.parameters(), cfg.optimizer, cfg.scheduler, len(loader))
     start = time.perf_counter()
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
@@ -116,13 +105,8 @@ def per_sample_epoch(cfg: DictConfig, device: torch.device) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compose_config(model: str, epochs: int, overrides: list[str]) -> DictConfig:
@@ -143,14 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. trainer=gpu data.batch_size=512")
     args = parser.parse_args(argv)
+    skip_lightnings_nvml_check_without_gpus()  # as train.py does; the raw loop then runs as a Lightning-free script
     torch.backends.cudnn.benchmark = True
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # model summaries, "GPU available: ..."
 
     rows = []
     for model in args.models:
         cfg = compose_config(model, args.epochs, args.overrides)
-        # Before the raw loop on purpose: on CPU, build_trainer drops the per-step NVML check that importing
-        # Lightning switches on, so the raw loop runs as a Lightning-free script would.
         trainer = build_trainer(cfg, Path(tempfile.gettempdir()))
         device = trainer.strategy.root_device
         datamodule = build_datamodule(cfg)

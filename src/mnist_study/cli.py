@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 from mnist_study.errors import UserError
 
 FAILURE_FILE = "failed.txt"  # in a sweep job's directory: the job's error, read by the report
-USER_ERRORS = (ValueError, FileNotFoundError, UserError)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -40,7 +39,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             (output_dir / FAILURE_FILE).write_text(message + "\n\n" + traceback.format_exc())
             log.error("job %s failed: %s", HydraConfig.get().job.override_dirname, message)
             return None
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(err, USER_ERRORS):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(err, UserError):
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -49,4 +48,4 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
 def one_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     first = lines[0] if lines else ""
-    return first if isinstance(err, USER_ERRORS) and first else f"{type(err).__name__}: {first}"
+    return first if isinstance(err, UserError) and first else f"{type(err).__name__}: {first}"

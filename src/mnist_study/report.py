@@ -1,14 +1,18 @@
 """The study's report for a sweep directory: report.md, results.csv and the comparison figures.
 
-Runs are read back from their TensorBoard event files with TensorBoard's own reader, and their composed
-configs from Hydra's `.hydra/config.yaml`, so any sweep, finished or not, can be reported again.
+Each run is read back from what it wrote: `result.json` (test metrics, model, regularizer, seed, epochs,
+parameters), its TensorBoard event files (the per-epoch curves, with TensorBoard's own reader) and Hydra's
+`.hydra/` folder (overrides, and the config of a run that failed), so any sweep, finished or not, can be
+reported again, whatever models, regularizers or other options it varied.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
+import re
 import statistics
 import sys
 from collections.abc import Iterable
@@ -20,15 +24,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_study.backbones import build_backbone, parameter_count
 from mnist_study.cli import FAILURE_FILE
+from mnist_study.errors import UserError
 
 logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader narrates every file at INFO
 
-MODELS = ("softmax", "mlp", "cnn")
-REGULARIZERS = ("none", "dropout", "bn")
+RESULT_FILE = "result.json"
+STUDY_ORDER = ("softmax", "mlp", "cnn", "none", "dropout", "bn")  # known names first, in the study's order
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
 EPOCH_TAGS = (*CURVES, "time/epoch_s", "time/train_images_per_s")
+GROUP_KEYS = ("model", "regularizer", "seed")  # the overrides that a report's rows and seeds already show
 
 
 @dataclass
@@ -37,6 +42,8 @@ class Run:
     model: str
     regularizer: str
     seed: int
+    overrides: dict[str, str] = field(default_factory=dict)
+    variant: str = ""  # the other overrides the sweep varied (e.g. optimizer=sgd): runs differing there are not seeds
     parameters: int = 0
     curves: dict[str, list[float]] = field(default_factory=dict)
     test_acc: float | None = None
@@ -46,6 +53,10 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def label(self) -> str:
+        return self.model if not self.variant else f"{self.model} ({self.variant})"
 
     def mean(self, tag: str) -> float:
         values = self.curves.get(tag, [])
@@ -60,32 +71,54 @@ def read_scalars(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def overrides_of(run_dir: Path) -> dict[str, str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.load(path) if path.is_file() else []
+    return dict(str(o).lstrip("+~").split("=", 1) for o in overrides if "=" in str(o))  # type: ignore[misc]
+
+
 def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    model, regularizer = OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.regularizer)
-    run = Run(
-        name=str(run_dir.relative_to(sweep_dir)),
-        model=model["name"],  # type: ignore[index]
-        regularizer=regularizer["name"],  # type: ignore[index]
-        seed=int(cfg.seed),
-    )
+    name = str(run_dir.relative_to(sweep_dir))
+    run = Run(name, str(cfg.model.name), str(cfg.regularizer.name), int(cfg.seed), overrides=overrides_of(run_dir))
     if (run_dir / FAILURE_FILE).is_file():
         run.error = "failed: " + (run_dir / FAILURE_FILE).read_text().splitlines()[0]
         return run
-    run.parameters = parameter_count(build_backbone(model, regularizer))  # type: ignore[arg-type]
     scalars = read_scalars(run_dir)
     run.curves = {tag: scalars[tag] for tag in EPOCH_TAGS if tag in scalars}
-    if "test/acc" not in scalars:
+    if not (run_dir / RESULT_FILE).is_file():
         epochs = len(run.curves.get("val/acc", []))
         run.error = f"incomplete: {epochs} of {cfg.trainer.max_epochs} epochs logged and no test result"
         return run
-    run.test_acc, run.test_loss = scalars["test/acc"][-1], scalars["test/loss"][-1]
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    run.model, run.regularizer, run.seed = result["model"], result["regularizer"], int(result["seed"])
+    run.parameters, run.test_acc, run.test_loss = result["parameters"], result["test/acc"], result["test/loss"]
     return run
 
 
 def collect(sweep_dir: Path) -> list[Run]:
     run_dirs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
-    return [read_run(d, sweep_dir) for d in run_dirs]
+    runs = [read_run(d, sweep_dir) for d in run_dirs]
+    keys = {k for r in runs for k in r.overrides if k not in GROUP_KEYS}
+    varied = sorted(k for k in keys if len({r.overrides.get(k) for r in runs}) > 1)
+    for run in runs:
+        run.variant = ",".join(f"{k}={run.overrides[k]}" for k in varied if k in run.overrides)
+    return runs
+
+
+def in_study_order(names: Iterable[str]) -> list[str]:
+    unique = set(names)
+    return [n for n in STUDY_ORDER if n in unique] + sorted(unique - set(STUDY_ORDER))
+
+
+def models_of(runs: list[Run]) -> list[str]:
+    """Row labels: each model, with its variant where the sweep varied more than model, regularizer and seed."""
+    labels = in_study_order(r.model for r in runs)
+    return [lab for m in labels for lab in sorted({r.label for r in runs if r.model == m})]
+
+
+def regularizers_of(runs: list[Run]) -> list[str]:
+    return in_study_order(r.regularizer for r in runs)
 
 
 # --- numbers -----------------------------------------------------------------------------------------
@@ -106,7 +139,8 @@ def fmt(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def group(runs: list[Run], model: str, regularizer: str) -> list[Run]:
-    return [r for r in runs if r.ok and r.model == model and r.regularizer == regularizer]
+    """The finished seeds of one network; `model` is a row label (a model and its variant)."""
+    return [r for r in runs if r.ok and r.label == model and r.regularizer == regularizer]
 
 
 def exceeds_spread(a: list[float], b: list[float]) -> bool | None:
@@ -120,8 +154,9 @@ def exceeds_spread(a: list[float], b: list[float]) -> bool | None:
 def findings(runs: list[Run]) -> list[str]:
     """Sentences derived from the numbers: the best regularizer per model, the models' ranking, BN's cost."""
     sentences = []
-    for model in MODELS:
-        accs = {reg: [r.test_acc for r in group(runs, model, reg)] for reg in REGULARIZERS}
+    models, regularizers = models_of(runs), regularizers_of(runs)
+    for model in models:
+        accs = {reg: [r.test_acc for r in group(runs, model, reg)] for reg in regularizers}
         accs = {reg: v for reg, v in accs.items() if v}
         if len(accs) < 2:
             continue
@@ -138,13 +173,13 @@ def findings(runs: list[Run]) -> list[str]:
             }[exceeds_spread(accs[best], values)]
             parts.append(f"{diff:+.2f} points over {reg} ({spread})")
         sentences.append(f"**{model}**: best regularizer `{best}`, " + "; ".join(parts) + ".")
-    for reg in REGULARIZERS:
-        means = {m: statistics.fmean(r.test_acc for r in group(runs, m, reg)) for m in MODELS if group(runs, m, reg)}
+    for reg in regularizers:
+        means = {m: statistics.fmean(r.test_acc for r in group(runs, m, reg)) for m in models if group(runs, m, reg)}
         if len(means) > 1:
             ranking = " > ".join(f"{m} ({100 * a:.2f}%)" for m, a in sorted(means.items(), key=lambda kv: -kv[1]))
             sentences.append(f"With `{reg}`: {ranking}.")
-    for model in MODELS:
-        times = {reg: mean_std(r.mean("time/epoch_s") for r in group(runs, model, reg))[0] for reg in REGULARIZERS}
+    for model in models:
+        times = {reg: mean_std(r.mean("time/epoch_s") for r in group(runs, model, reg))[0] for reg in ("none", "bn")}
         if not math.isnan(times["none"]) and not math.isnan(times["bn"]):
             change = 100 * (times["bn"] / times["none"] - 1)
             sentences.append(
@@ -167,8 +202,8 @@ def markdown(runs: list[Run], sweep_dir: Path, figures: list[str]) -> str:
         "train images/s | parameters | runs |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for model in MODELS:
-        for reg in REGULARIZERS:
+    for model in models_of(ok):
+        for reg in regularizers_of(ok):
             members = group(runs, model, reg)
             if not members:
                 continue
@@ -238,7 +273,7 @@ def _band(ax: Any, members: list[Run], tag: str, color: str, label: str, style: 
 def _comparison(runs: list[Run], fixed: str, value: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    varying = REGULARIZERS if fixed == "model" else MODELS
+    varying = regularizers_of(runs) if fixed == "model" else models_of(runs)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, other in enumerate(varying):
         model, reg = (value, other) if fixed == "model" else (other, value)
@@ -266,9 +301,12 @@ def _zoom_accuracy(ax: Any) -> None:
 def _grid(runs: list[Run], metric: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 3, figsize=(12, 9), sharex=True)
-    for row, model in enumerate(MODELS):
-        for col, reg in enumerate(REGULARIZERS):
+    models, regularizers = models_of(runs), regularizers_of(runs)
+    fig, axes = plt.subplots(
+        len(models), len(regularizers), figsize=(4 * len(regularizers), 3 * len(models)), sharex=True, squeeze=False
+    )
+    for row, model in enumerate(models):
+        for col, reg in enumerate(regularizers):
             ax = axes[row][col]
             members = group(runs, model, reg)
             _band(ax, members, f"train/{metric}", "C0", "train")
@@ -288,20 +326,22 @@ def _grid(runs: list[Run], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def file_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
+
+
 def figures(runs: list[Run], out_dir: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     names = []
     ok = [r for r in runs if r.ok]
-    for model in MODELS:
-        if any(r.model == model for r in ok):
-            names.append(f"model_{model}.png")
-            _comparison(ok, "model", model, out_dir / names[-1])
-    for reg in REGULARIZERS:
-        if any(r.regularizer == reg for r in ok):
-            names.append(f"regularizer_{reg}.png")
-            _comparison(ok, "regularizer", reg, out_dir / names[-1])
+    for model in models_of(ok):
+        names.append(f"model_{file_name(model)}.png")
+        _comparison(ok, "model", model, out_dir / names[-1])
+    for reg in regularizers_of(ok):
+        names.append(f"regularizer_{file_name(reg)}.png")
+        _comparison(ok, "regularizer", reg, out_dir / names[-1])
     if ok:
         for metric in ("acc", "loss"):
             names.append(f"grid_{metric}.png")
@@ -313,7 +353,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Run]:
     out_dir = out_dir or sweep_dir
     runs = collect(sweep_dir)
     if not runs:
-        raise FileNotFoundError(f"no runs in {sweep_dir}: give the directory of a `python train.py -m ...` sweep")
+        raise UserError(f"no runs in {sweep_dir}: give the directory of a `python train.py -m ...` sweep")
     out_dir.mkdir(parents=True, exist_ok=True)
     names = figures(runs, out_dir)
     write_csv(runs, out_dir / "results.csv")
@@ -340,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     sweep_dir = Path(args[0])
     try:
         runs = write_report(sweep_dir, Path(args[1]) if len(args) == 2 else None)
-    except FileNotFoundError as err:
+    except UserError as err:
         sys.exit(f"error: {err}")
     out_dir = Path(args[1]) if len(args) == 2 else sweep_dir
     print(f"{sum(r.ok for r in runs)} of {len(runs)} runs reported: {out_dir / 'report.md'}")

@@ -1,0 +1,76 @@
+"""The Lightning and Hydra conventions a user relies on: the callbacks group, named experiments, debug modes,
+epochs on TensorBoard's x-axis and the study's comparison layout."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+from mnist_study.callbacks import DivergenceGuard, EpochSeed, EpochTimer, StudyComparison
+from mnist_study.training import build_callbacks, train
+
+from .conftest import CONF
+from .test_train import scalars
+
+
+def test_the_callbacks_group_lists_the_runs_callbacks_and_the_command_line_edits_it(make_cfg) -> None:
+    kinds = [type(c) for c in build_callbacks(make_cfg())]
+    assert kinds == [
+        ModelCheckpoint, ModelCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, StudyComparison, LearningRateMonitor
+    ]  # fmt: skip
+    assert LearningRateMonitor not in [type(c) for c in build_callbacks(make_cfg("~callbacks.learning_rate"))]
+    added = build_callbacks(
+        make_cfg("+callbacks.stop={_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/acc, mode: max}")
+    )
+    assert type(added[-1]).__name__ == "EarlyStopping" and added[-1].monitor == "val/acc"
+
+
+def test_epochs_are_the_x_axis_and_the_learning_rate_is_logged_per_step(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("model=softmax", "trainer.max_epochs=3", "trainer.log_every_n_steps=2"))
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    for tag in ("train/acc", "val/loss", "time/epoch_s", "by_model/softmax/val_acc"):
+        assert [e.step for e in events.Scalars(tag)] == [0, 1, 2], tag
+    rates = events.Scalars("lr-Adam")
+    assert len(rates) > 3 and rates[-1].step > 2  # per optimizer step: the one-cycle shape is visible
+    assert max(e.value for e in rates) == pytest.approx(0.002, rel=0.05)
+
+
+def test_the_comparison_layout_holds_only_the_sweeps_models_and_regularizers(sweep: Path) -> None:
+    titles = set()
+    for run in sweep.iterdir():
+        if not (run / ".hydra").is_dir():
+            continue
+        events = EventAccumulator(str(run))
+        events.Reload()
+        [written] = events.Tensors("custom_scalars__config__")
+        layout = layout_pb2.Layout.FromString(written.tensor_proto.string_val[0])
+        titles |= {chart.title for category in layout.category for chart in category.chart}
+        result = json.loads((run / "result.json").read_text())
+        model, regularizer = result["model"], result["regularizer"]
+        assert f"by_model/{model}/val_acc" in scalars(run) and f"by_regularizer/{regularizer}/val_loss" in scalars(run)
+    assert titles == {f"{name}: val {m}" for name in ("softmax", "mlp", "none", "bn") for m in ("acc", "loss")}
+
+
+def test_experiment_study_is_the_nine_network_grid() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=study"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    grid = {(m, r) for m in params.model.split(",") for r in params.regularizer.split(",")}
+    assert grid == {(m, r) for m in ("softmax", "mlp", "cnn") for r in ("none", "dropout", "bn")}
+    assert cfg.model.name == "cnn" and cfg.trainer.max_epochs == 30  # the study's defaults are the shipped ones
+
+
+def test_debug_fast_runs_one_batch_through_fit_validate_and_test(make_cfg, tmp_path: Path) -> None:
+    result = train(make_cfg("model=mlp", "debug=fast"))
+    assert result["epochs"] == 1 and 0 <= result["test/acc"] <= 1
+    assert not list((tmp_path / "run").glob("**/*.ckpt"))
+
+
+def test_debug_overfit_memorizes_its_few_batches(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("model=mlp", "debug=overfit", "trainer.max_epochs=15"))
+    assert scalars(tmp_path / "run")["train/acc"][-1] == 1.0
