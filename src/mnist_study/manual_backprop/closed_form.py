@@ -1,4 +1,5 @@
-"""The function of the study and its gradients written out by the chain rule, in NumPy.
+"""The function of the study and its gradients written out by the chain rule, once for NumPy arrays
+and torch tensors alike (only `@`, `*`, `.T`, `.sum()` and the three functions of `ArrayOps`).
 
 For a batch X in R^{K x N} (each column one input x):
 
@@ -18,41 +19,58 @@ of N. Reading the chain backwards, each line of `backward` is one link:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
 Combine = Literal["mul", "add"]
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
-def sigmoid(y: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class ArrayOps:
+    """The functions the closed form needs beyond operators, from the array's own library."""
+
+    exp: Callable[[Any], Any]
+    abs: Callable[[Any], Any]
+    where: Callable[[Any, Any, Any], Any]
+
+
+NUMPY = ArrayOps(exp=np.exp, abs=np.abs, where=np.where)
+
+
+def sigmoid(y: Array, ops: ArrayOps = NUMPY) -> Array:
     """Never exponentiates a positive number, so |y| in the hundreds neither overflows nor warns."""
-    e = np.exp(-np.abs(y))
-    return np.where(y >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    e = ops.exp(-ops.abs(y))
+    return ops.where(y >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 @dataclass
 class Forward:
-    x: np.ndarray
-    u: np.ndarray
-    slope: np.ndarray  # du/dy = u (1 - u), the sigmoid's local derivative
-    v: np.ndarray
-    z: np.ndarray
-    w: np.ndarray
+    x: Any  # every array field holds the type of the inputs: np.ndarray or torch.Tensor
+    u: Any
+    slope: Any  # du/dy = u (1 - u), the sigmoid's local derivative
+    v: Any
+    z: Any
+    w: Any
     loss: float
 
 
-def forward(a: np.ndarray, b: np.ndarray, c: np.ndarray, x: np.ndarray, combine: Combine = "mul") -> Forward:
-    u = sigmoid(a @ x)
+def forward(a: Array, b: Array, c: Array, x: Array, combine: Combine = "mul", ops: ArrayOps = NUMPY) -> Forward:
+    u = sigmoid(a @ x, ops)
     v = b @ x
     z = u * v if combine == "mul" else u + v
     w = c @ z
-    loss = float(np.sum(w * w) / x.shape[1])
+    loss = float((w * w).sum() / x.shape[1])
     return Forward(x, u, u * (1.0 - u), v, z, w, loss)
 
 
-def backward(c: np.ndarray, f: Forward, combine: Combine = "mul") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def backward(c: Array, f: Forward, combine: Combine = "mul") -> tuple[Array, Array, Array]:
     """(dL/dA, dL/dB, dL/dC) from the forward pass's intermediates, one link of the chain per line."""
     dw = (2.0 / f.x.shape[1]) * f.w
     dc = dw @ f.z.T
@@ -66,7 +84,7 @@ def backward(c: np.ndarray, f: Forward, combine: Combine = "mul") -> tuple[np.nd
 
 
 def loss_and_gradients(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, x: np.ndarray, combine: Combine = "mul"
-) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    f = forward(a, b, c, x, combine)
+    a: Array, b: Array, c: Array, x: Array, combine: Combine = "mul", ops: ArrayOps = NUMPY
+) -> tuple[float, tuple[Array, Array, Array]]:
+    f = forward(a, b, c, x, combine, ops)
     return f.loss, backward(c, f, combine)

@@ -1,7 +1,8 @@
 """A reverse-mode computational graph on NumPy arrays, in the spirit of micrograd.
 
-Each Node holds its forward value and, for each parent, the vector-Jacobian product that maps the
-gradient arriving at the node to the gradient for that parent. `backward` visits the nodes in reverse
+Each Node holds its forward value, the operation that made it (`op`, empty for an input) and, for each
+parent, the vector-Jacobian product that maps the gradient arriving at the node to the gradient for
+that parent. `backward` visits the nodes in reverse
 topological order, so a node's gradient is complete (summed over all its consumers: x feeds both
 branches) before it is passed on.
 """
@@ -18,30 +19,34 @@ VJP = Callable[[np.ndarray], np.ndarray]
 
 
 class Node:
-    def __init__(self, value: np.ndarray, parents: Sequence[Node] = (), vjps: Sequence[VJP] = ()) -> None:
+    def __init__(self, value: np.ndarray, parents: Sequence[Node] = (), vjps: Sequence[VJP] = (), op: str = "") -> None:
         self.value = np.asarray(value)
-        self.parents, self.vjps = tuple(parents), tuple(vjps)
+        self.parents, self.vjps, self.op = tuple(parents), tuple(vjps), op
         self.grad: np.ndarray | None = None
 
     def __matmul__(self, other: Node) -> Node:
-        return Node(self.value @ other.value, (self, other), (lambda g: g @ other.value.T, lambda g: self.value.T @ g))
+        vjps = (lambda g: g @ other.value.T, lambda g: self.value.T @ g)
+        return Node(self.value @ other.value, (self, other), vjps, op="matmul")
 
     def __mul__(self, other: Node) -> Node:
-        return Node(self.value * other.value, (self, other), (lambda g: g * other.value, lambda g: g * self.value))
+        vjps = (lambda g: g * other.value, lambda g: g * self.value)
+        return Node(self.value * other.value, (self, other), vjps, op="mul")
 
     def __add__(self, other: Node) -> Node:
-        return Node(self.value + other.value, (self, other), (lambda g: g, lambda g: g))
+        return Node(self.value + other.value, (self, other), (lambda g: g, lambda g: g), op="add")
 
     def sigmoid(self) -> Node:
         s = sigmoid(self.value)
-        return Node(s, (self,), (lambda g: g * s * (1.0 - s),))
+        return Node(s, (self,), (lambda g: g * s * (1.0 - s),), op="sigmoid")
 
     def mean_squared_norm(self) -> Node:
         """(1/N) sum of squares over a K x N value: the loss, a scalar."""
         scale = 1.0 / self.value.shape[1]
-        return Node(np.sum(self.value**2) * scale, (self,), (lambda g: g * 2.0 * scale * self.value,))
+        vjps = (lambda g: g * 2.0 * scale * self.value,)
+        return Node(np.sum(self.value**2) * scale, (self,), vjps, op="mean_squared_norm")
 
-    def backward(self) -> None:
+    def topological_order(self) -> list[Node]:
+        """Every node this one depends on, itself last, each after all of its parents."""
         order: list[Node] = []
         seen: set[int] = set()
 
@@ -54,6 +59,10 @@ class Node:
             order.append(node)
 
         visit(self)
+        return order
+
+    def backward(self) -> None:
+        order = self.topological_order()
         for node in order:
             node.grad = None
         self.grad = np.ones_like(self.value)
