@@ -1,10 +1,16 @@
 """Backpropagation by hand vs torch.autograd: python q1.py k=2,4,8 (see README.md)."""
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from mnist_study.cli import run_task
 from mnist_study.manual_backprop.app import run
+from mnist_study.manual_backprop.config import refuse_bad_command_line
+
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="q1")
@@ -13,4 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_bad_command_line(sys.argv[1:], CONFIG_DIR)  # every job's options, before any job runs
     main()
