@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from mnist_study.callbacks import DivergenceGuard, EpochSeed, EpochTimer, StudyComparison
+from mnist_study.precision import auto_precision, resolve_precision
 from mnist_study.training import build_callbacks, train
 
 from .conftest import CONF
@@ -74,3 +75,30 @@ def test_debug_fast_runs_one_batch_through_fit_validate_and_test(make_cfg, tmp_p
 def test_debug_overfit_memorizes_its_few_batches(make_cfg, tmp_path: Path) -> None:
     train(make_cfg("model=mlp", "debug=overfit", "trainer.max_epochs=15"))
     assert scalars(tmp_path / "run")["train/acc"][-1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({"avx2", "avx512f", "avx512_bf16"}, "bf16-mixed"), ({"amx_bf16"}, "bf16-mixed"), ({"avx2", "fma"}, "32-true")],
+)
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(flags: set[str], expected: str) -> None:
+    precision, why = auto_precision(on_gpu=False, flags=flags)
+    assert precision == expected
+    assert ("natively" in why) == (expected == "bf16-mixed")
+
+
+def test_auto_precision_is_resolved_and_logged_and_32_true_forces_fp32(make_cfg, caplog) -> None:
+    options = {"precision": "auto", "accelerator": "cpu"}
+    with caplog.at_level("INFO"):
+        train(make_cfg("model=softmax", "trainer.precision=auto"))
+    assert "trainer.precision=auto: this CPU" in caplog.text
+    assert resolve_precision(options).startswith(options["precision"]) and options["precision"] != "auto"
+    forced = {"precision": "32-true", "accelerator": "cpu"}
+    assert resolve_precision(forced) == "32-true (as configured)" and forced["precision"] == "32-true"
+
+
+def test_bf16_runs_are_reproducible_bit_for_bit(make_cfg, tmp_path: Path) -> None:
+    for name in ("first", "second"):
+        train(make_cfg("model=mlp", "regularizer=dropout", "trainer.precision=bf16-mixed", output_dir=tmp_path / name))
+    first, second = scalars(tmp_path / "first"), scalars(tmp_path / "second")
+    assert all(first[tag] == second[tag] for tag in ("train/loss", "val/loss", "val/acc", "test/acc"))

@@ -21,6 +21,7 @@ from mnist_study.classifier import MNISTClassifier
 from mnist_study.cli import FAILURE_FILE, in_multirun
 from mnist_study.datamodule import MNISTDataModule
 from mnist_study.errors import UserError
+from mnist_study.precision import resolve_precision
 
 RESULT_FILE = "result.json"  # written when a run has finished and been tested
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     options = _container(cfg, "trainer")
+    log.info("precision: %s", resolve_precision(options))
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
         options["enable_progress_bar"] = sys.stderr.isatty()
     logger = TensorBoardLogger(
@@ -71,15 +73,16 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     return L.Trainer(**options, logger=logger, callbacks=build_callbacks(cfg), default_root_dir=str(output_dir))
 
 
-def hyperparameters(cfg: DictConfig, classifier: MNISTClassifier) -> dict[str, Any]:
+def hyperparameters(cfg: DictConfig, classifier: MNISTClassifier, trainer: L.Trainer) -> dict[str, Any]:
     """The flat view shown in TensorBoard's HPARAMS tab."""
     flat: dict[str, Any] = {"seed": cfg.seed, "parameters": classifier.num_parameters}
     for group in ("model", "regularizer", "optimizer", "scheduler"):
         for key, value in _container(cfg, group).items():
             flat[f"{group}/{key}"] = str(value) if isinstance(value, list) else value
     flat["data/batch_size"] = cfg.data.batch_size
-    for key in ("max_epochs", "precision", "accelerator"):
-        flat[f"trainer/{key}"] = str(cfg.trainer.get(key))
+    flat["trainer/max_epochs"] = cfg.trainer.max_epochs
+    flat["trainer/precision"] = str(trainer.precision)  # what auto resolved to
+    flat["trainer/accelerator"] = trainer.strategy.root_device.type
     return flat
 
 
@@ -177,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         trainer.logger.log_hyperparams(
-            hyperparameters(cfg, classifier), {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
+            hyperparameters(cfg, classifier, trainer), {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
         )
         trainer.logger.finalize("success")
         output_dir.mkdir(parents=True, exist_ok=True)  # debug=fast writes no logs or checkpoints there
