@@ -162,6 +162,8 @@ def test_a_k_too_large_for_memory_is_refused_with_the_estimate(monkeypatch: pyte
     monkeypatch.undo()
     with pytest.raises(UserError, match=r"got 10000000: it needs about 1.2e\+07 GB"):
         Settings(k=10_000_000)  # 15 K^2 doubles: more than any machine this runs on
+    with pytest.raises(UserError, match=r"^n_samples must be smaller for float64 on this cpu .*, got 100000000000000"):
+        Settings(k=1, n_samples=10**14)
 
 
 def test_memory_estimate_counts_matrices_and_columns_by_dtype() -> None:

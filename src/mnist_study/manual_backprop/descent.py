@@ -96,12 +96,18 @@ class Settings:
         """Refuse, before allocating anything, a K whose arrays cannot fit in the device's memory."""
         device = self.resolved_device()
         needed, available = estimated_bytes(self.k, self.n_samples, self.dtype), memory_bytes(device)
-        if needed > available:
-            limit = largest_k(self.n_samples, self.dtype, available)
+        if needed <= available:
+            return
+        where = f"{self.dtype} on this {device} ({available / 1e9:.1f} GB)"
+        limit = largest_k(self.n_samples, self.dtype, available)
+        if limit < 1:  # not even K = 1: the columns alone are too many
             raise UserError(
-                f"k must be at most about {limit} with n_samples={self.n_samples} and {self.dtype} on this "
-                f"{device} ({available / 1e9:.1f} GB), got {self.k}: it needs about {needed / 1e9:.3g} GB"
+                f"n_samples must be smaller for {where}, got {self.n_samples}: it needs about {needed / 1e9:.3g} GB"
             )
+        raise UserError(
+            f"k must be at most about {limit} with n_samples={self.n_samples} and {where}, got {self.k}: "
+            f"it needs about {needed / 1e9:.3g} GB"
+        )
 
 
 def initial_values(s: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
