@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mnist_study.datamodule import MEAN, STD, EpochShuffle, MNISTDataModule
+from mnist_study.errors import UserError
 
 from .conftest import TEST_SIZE, TRAIN_SIZE, VAL_SIZE
 
@@ -59,10 +60,29 @@ def test_ranks_see_every_sample_once_per_epoch() -> None:
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
 
 
-def test_bad_sizes_are_rejected(synthetic_mnist: tuple[Path, dict[str, str]]) -> None:
+@pytest.mark.parametrize("key", ["batch_size", "eval_batch_size", "val_size"])
+@pytest.mark.parametrize("value", [0, -3, 1.5, True, "64"])
+def test_bad_sizes_are_one_line_user_errors_naming_key_value_and_range(key: str, value: object) -> None:
+    with pytest.raises(UserError) as error:
+        MNISTDataModule(**{key: value})
+    message = str(error.value)
+    assert message.startswith(f"data.{key} must be a positive integer, got {value!r}: set data.{key} to 1 or more")
+    assert len(message.splitlines()) == 1
+
+
+def test_val_size_that_leaves_no_training_images_names_the_range(synthetic_mnist: tuple[Path, dict[str, str]]) -> None:
     data_dir, checksums = synthetic_mnist
-    with pytest.raises(ValueError, match=r"data.batch_size must be a positive integer"):
-        MNISTDataModule(data_dir=str(data_dir), batch_size=0)
     dm = MNISTDataModule(data_dir=str(data_dir), val_size=TRAIN_SIZE, checksums=checksums, download=False)
-    with pytest.raises(ValueError, match=rf"data.val_size={TRAIN_SIZE} leaves no training images"):
+    with pytest.raises(
+        UserError,
+        match=rf"^data.val_size={TRAIN_SIZE} leaves no training images .*between 1 and {TRAIN_SIZE - 1}$",
+    ):
         dm.setup("fit")
+
+
+def test_partial_checksums_are_refused_when_the_datamodule_is_built(
+    synthetic_mnist: tuple[Path, dict[str, str]],
+) -> None:
+    data_dir, checksums = synthetic_mnist
+    with pytest.raises(UserError, match=r"^data.checksums gives test_labels but not train_images, train_labels"):
+        MNISTDataModule(data_dir=str(data_dir), checksums={"test_labels": checksums["test_labels"]}, download=False)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from mnist_study import mnist_files
+from mnist_study.errors import UserError
 
 MEAN, STD = 0.1307, 0.3081
 
@@ -77,6 +78,11 @@ def normalize(images: Tensor) -> Tensor:
     return images.float().div_(255.0).sub_(MEAN).div_(STD).unsqueeze(1)
 
 
+def require_positive_int(key: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"data.{key} must be a positive integer, got {value!r}: set data.{key} to 1 or more")
+
+
 class MNISTDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -92,15 +98,14 @@ class MNISTDataModule(L.LightningDataModule):
         checksums: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
-        if batch_size <= 0 or eval_batch_size <= 0:
-            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
-        if val_size <= 0:
-            raise ValueError(f"data.val_size must be a positive integer, got {val_size}")
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
+            require_positive_int(key, value)
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.shuffle_seed = val_size, split_seed, shuffle_seed
         self.on_device, self.download, self.test_every_epoch = on_device, download, test_every_epoch
-        self.checksums = None if checksums is None else dict(checksums)
+        # Refused here, before any training setup, rather than at the first read of the data.
+        self.checksums = None if checksums is None else mnist_files.checked_checksums(checksums)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._verified: Path | None = None
 
@@ -115,7 +120,7 @@ class MNISTDataModule(L.LightningDataModule):
         train_x, train_y = mnist_files.load_split(directory, train=True)
         test_x, test_y = mnist_files.load_split(directory, train=False)
         if self.val_size >= len(train_y):
-            raise ValueError(
+            raise UserError(
                 f"data.val_size={self.val_size} leaves no training images (the training set has "
                 f"{len(train_y)}): choose a value between 1 and {len(train_y) - 1}"
             )
