@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mnist_study.manual_backprop import graph
 from mnist_study.manual_backprop.descent import HISTORY_FILE, History, Settings, initial_values
-from mnist_study.manual_backprop.figures import graph_layout, plot_losses
+from mnist_study.manual_backprop.figures import graph_layout, job_title, plot_losses
 from mnist_study.manual_backprop.report import FIGURES, GRAPH_FIGURE, REPORT_FILE, publish, write_report
 
 from .conftest import ROOT, run_script
@@ -104,6 +104,14 @@ def test_the_loss_figure_gives_each_k_its_own_panel_and_scale(sweep: Path, tmp_p
         low, high = panels[f"K={history.settings['k']}"].get_ylim()
         assert low <= min(history.loss_manual) and max(history.loss_manual) <= high
         assert high - low < 2 * (max(history.loss_manual) - min(history.loss_manual))  # not another K's scale
+
+
+def test_a_sweep_over_more_than_k_names_each_job_by_its_swept_settings(sweep: Path, tmp_path: Path) -> None:
+    runs = histories(sweep)
+    runs[0].settings["lr"] = 0.5
+    assert [job_title(h, runs) for h in runs] == ["K=2, lr=0.5", "K=3, lr=0.003", "K=5, lr=0.003"]
+    text = write_report(runs, tmp_path, "python q1.py").read_text()
+    assert "| K | job | loss at epoch 0" in text and "| 2 | lr=0.5 |" in text and "| lr | 0.003, 0.5 |" in text
 
 
 def test_failed_jobs_are_listed_in_the_report(sweep: Path, tmp_path: Path) -> None:

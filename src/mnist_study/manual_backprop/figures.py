@@ -28,7 +28,17 @@ def pyplot() -> Any:
 
 
 def by_k(histories: list[History]) -> list[History]:
-    return sorted(histories, key=lambda h: h.settings["k"])
+    return sorted(histories, key=lambda h: (h.settings["k"], str(h.settings)))
+
+
+def swept_besides_k(histories: list[History]) -> list[str]:
+    return [key for key in histories[0].settings if key != "k" and len({str(h.settings[key]) for h in histories}) > 1]
+
+
+def job_title(history: History, histories: list[History]) -> str:
+    """K=4, or K=4, lr=0.1 where the sweep varies more than K."""
+    swept = [f"{key}={history.settings[key]}" for key in swept_besides_k(histories)]
+    return ", ".join([f"K={history.settings['k']}", *swept])
 
 
 def plot_losses(histories: list[History], path: Path) -> Figure:
@@ -42,12 +52,12 @@ def plot_losses(histories: list[History], path: Path) -> Figure:
     flat = list(axes.flat)
     error_ax = flat[len(histories)]
     for i, h in enumerate(by_k(histories)):
-        ax, color, k = flat[i], f"C{i}", h.settings["k"]
+        ax, color, title = flat[i], f"C{i}", job_title(h, histories)
         ax.plot(h.loss_manual, color=color, lw=3, alpha=0.45, label="manual")
         ax.plot(h.loss_autograd, color="black", ls="--", lw=1, label="autograd")
-        ax.set(title=f"K={k}", xlabel="epoch", ylabel="loss  ‖Cz‖²")
+        ax.set(title=title, xlabel="epoch", ylabel="loss  ‖Cz‖²")
         ax.legend(fontsize=8)
-        error_ax.plot(h.max_rel_grad_error, color=color, label=f"K={k}")
+        error_ax.plot(h.max_rel_grad_error, color=color, label=title)
     error_ax.set(xlabel="epoch", ylabel="max relative difference", yscale="log", title="manual vs autograd gradients")
     error_ax.legend(fontsize=8)
     for ax in flat[len(histories) + 1 :]:
@@ -66,10 +76,10 @@ def plot_optimized_a(histories: list[History], path: Path) -> None:
     for row, h in zip(axes, rows, strict=True):
         manual, autograd = np.array(h.final_manual["A"]), np.array(h.final_autograd["A"])
         low, high = min(manual.min(), autograd.min()), max(manual.max(), autograd.max())
-        k = h.settings["k"]
+        k, job = h.settings["k"], job_title(h, histories)
         for ax, values, title in ((row[0], manual, "manual"), (row[1], autograd, "autograd")):
             image = ax.imshow(values, cmap="viridis", vmin=low, vmax=high)
-            ax.set_title(f"K={k}: A, {title}", fontsize=10)
+            ax.set_title(f"{job}: A, {title}", fontsize=10)
             if k <= 4:
                 middle = (low + high) / 2
                 for (i, j), value in np.ndenumerate(values):
@@ -79,7 +89,7 @@ def plot_optimized_a(histories: list[History], path: Path) -> None:
         difference = manual - autograd
         scale = max(float(np.abs(difference).max()), 1e-300)
         image = row[2].imshow(difference, cmap="RdBu", vmin=-scale, vmax=scale)
-        row[2].set_title(f"K={k}: manual − autograd", fontsize=10)
+        row[2].set_title(f"{job}: manual − autograd", fontsize=10)
         fig.colorbar(image, ax=row[2], fraction=0.046, format="%.0e")
         for ax in row:
             ax.set(xticks=range(k), yticks=range(k))

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 
 from mnist_study.manual_backprop.descent import History, side_by_side
-from mnist_study.manual_backprop.figures import by_k, draw_graph, plot_losses, plot_optimized_a
+from mnist_study.manual_backprop.figures import (
+    by_k,
+    draw_graph,
+    job_title,
+    plot_losses,
+    plot_optimized_a,
+    swept_besides_k,
+)
 
 REPORT_FILE = "report.md"
 LOSS_FIGURE = "loss_vs_epoch.png"
@@ -55,12 +62,6 @@ def settings_table(histories: list[History]) -> list[str]:
             shown += f" (ran on {', '.join(sorted({h.device for h in histories}))})"
         rows.append(f"| {key} | {shown} |")
     return rows
-
-
-def swept_besides_k(histories: list[History]) -> list[str]:
-    return [
-        key for key in histories[0].settings if key != "k" and len({str(h.settings.get(key)) for h in histories}) > 1
-    ]
 
 
 def results_table(histories: list[History]) -> list[str]:
@@ -123,7 +124,7 @@ def write_report(histories: list[History], directory: Path, command: str, failur
         "",
     ]
     for h in a_as_text:
-        lines += [f"K={h.settings['k']}:", "", "```", side_by_side(h, names="A"), "```", ""]
+        lines += [f"{job_title(h, histories)}:", "", "```", side_by_side(h, names="A"), "```", ""]
     lines += [
         "## The computational graph",
         "",
