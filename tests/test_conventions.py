@@ -2,6 +2,7 @@
 epochs on TensorBoard's x-axis and the study's comparison layout."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,19 +10,22 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_study.callbacks import DivergenceGuard, EpochSeed, EpochTimer, StudyComparison
+from mnist_study.callbacks import DivergenceGuard, EpochSeed, EpochSummary, EpochTimer, HParams, StudyComparison
+from mnist_study.error_analysis import TestSetErrors
 from mnist_study.precision import auto_precision, resolve_precision
 from mnist_study.training import build_callbacks, train
 
-from .conftest import CONF
+from .conftest import CONF, TEST_SIZE
 from .test_train import scalars
 
 
 def test_the_callbacks_group_lists_the_runs_callbacks_and_the_command_line_edits_it(make_cfg) -> None:
     kinds = [type(c) for c in build_callbacks(make_cfg())]
     assert kinds == [
-        ModelCheckpoint, ModelCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, StudyComparison, LearningRateMonitor
+        ModelCheckpoint, ModelCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, StudyComparison, LearningRateMonitor,
+        EpochSummary, HParams, TestSetErrors,
     ]  # fmt: skip
     assert LearningRateMonitor not in [type(c) for c in build_callbacks(make_cfg("~callbacks.learning_rate"))]
     added = build_callbacks(
@@ -102,3 +106,46 @@ def test_bf16_runs_are_reproducible_bit_for_bit(make_cfg, tmp_path: Path) -> Non
         train(make_cfg("model=mlp", "regularizer=dropout", "trainer.precision=bf16-mixed", output_dir=tmp_path / name))
     first, second = scalars(tmp_path / "first"), scalars(tmp_path / "second")
     assert all(first[tag] == second[tag] for tag in ("train/loss", "val/loss", "val/acc", "test/acc"))
+
+
+def test_hparams_declare_the_same_columns_for_every_run_of_a_sweep(sweep: Path) -> None:
+    runs = [run for run in sweep.iterdir() if (run / "result.json").is_file()]
+    assert len(runs) == 4
+    for run in runs:
+        events = EventAccumulator(str(run))
+        events.Reload()
+        content = events.PluginTagToContent("hparams")
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        columns = [h.name for h in experiment.hparam_infos]
+        assert columns[:3] == ["model", "regularizer", "optimizer"] and {"lr", "seed", "precision"} <= set(columns)
+        assert {m.name.tag for m in experiment.metric_infos} >= {"test/acc", "val/best_acc"}
+        session = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]
+        ).session_start_info
+        result = json.loads((run / "result.json").read_text())
+        assert session.hparams["model"].string_value == result["model"]
+        assert session.hparams["regularizer"].string_value == result["regularizer"]
+        assert session.group_name == run.name
+
+
+def test_the_tested_checkpoints_mistakes_are_drawn_and_counted(make_cfg, tmp_path: Path) -> None:
+    result = train(make_cfg("model=mlp"))
+    matrix = result["confusion_matrix"]
+    assert sum(map(sum, matrix)) == TEST_SIZE
+    assert sum(matrix[i][i] for i in range(10)) / TEST_SIZE == pytest.approx(result["test/acc"], abs=1e-6)
+    assert result["per_class_acc"] == pytest.approx([matrix[i][i] / max(sum(matrix[i]), 1) for i in range(10)])
+    for name in ("confusion_matrix", "misclassified"):
+        assert (tmp_path / "run" / f"{name}.png").stat().st_size > 5_000
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert {"test/confusion_matrix", "test/misclassified"} <= set(events.Tags()["images"])
+
+
+def test_every_epoch_gets_a_summary_line_in_the_log(make_cfg, caplog) -> None:
+    with caplog.at_level("INFO", logger="mnist_study.callbacks"):
+        train(make_cfg("model=softmax", "trainer.max_epochs=2"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all(
+        re.fullmatch(r"epoch \d/2  train loss \S+ acc \S+  val loss \S+ acc \S+  \d+\.\d s", line) for line in lines
+    )

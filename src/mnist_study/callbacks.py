@@ -3,15 +3,21 @@ the study's TensorBoard comparison layout. conf/callbacks/ lists which ones a ru
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from tensorboard.plugins.hparams import summary_v2 as hp
 from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
 
 from mnist_study.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def synchronize(device: torch.device) -> None:
@@ -128,7 +134,7 @@ class StudyComparison(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         writer = getattr(trainer.logger, "experiment", None)
-        if trainer.is_global_zero and hasattr(writer, "add_custom_scalars"):
+        if trainer.is_global_zero and isinstance(writer, SummaryWriter):
             writer.add_custom_scalars(comparison_layout(*self._names(module)))
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -141,3 +147,75 @@ class StudyComparison(L.Callback):
     @staticmethod
     def _names(module: L.LightningModule) -> tuple[str, str]:
         return module.hparams["model"]["name"], module.hparams["regularizer"]["name"]
+
+
+class EpochSummary(L.Callback):
+    """One line per finished epoch in the log (and so on the screen):
+    `epoch 7/30  train loss 0.0213 acc 0.9934  val loss 0.0302 acc 0.9912  12.8 s`.
+    Printed when the next epoch starts or training ends: only then are the epoch's metrics all logged."""
+
+    def __init__(self) -> None:
+        self._finished: int | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._finished = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._report(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._report(trainer)
+
+    def _report(self, trainer: L.Trainer) -> None:
+        if self._finished is None or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        parts = [f"epoch {self._finished + 1}/{trainer.max_epochs}"]
+        for stage in ("train", "val"):
+            if f"{stage}/loss" in metrics:
+                parts.append(f"{stage} loss {metrics[f'{stage}/loss']:.4f} acc {metrics[f'{stage}/acc']:.4f}")
+        if "time/epoch_s" in metrics:
+            parts.append(f"{metrics['time/epoch_s']:.1f} s")
+        log.info("  ".join(parts))
+        self._finished = None
+
+
+HPARAMS_METRICS = {
+    "test/acc": "test acc",
+    "test/loss": "test loss",
+    "val/best_acc": "best val acc",
+    "val/acc": "last val acc",
+}
+
+
+class HParams(L.Callback):
+    """TensorBoard's HPARAMS tab, declared with its own API: the experiment's columns (these hyper-parameters,
+    with display names, and the metrics) and this run's values. Every run declares the same columns, so the
+    table and the parallel-coordinates view show every run of a sweep, whatever model it trains."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = dict(values)
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        writer = getattr(trainer.logger, "experiment", None)
+        if not trainer.is_global_zero or not isinstance(writer, SummaryWriter):
+            return
+        values = {**self.values, "precision": str(trainer.precision)}
+        columns = [hp.HParam(name, display_name=name.replace("_", " ")) for name in values]
+        metrics = [hp.Metric(tag, display_name=name) for tag, name in HPARAMS_METRICS.items()]
+        writer.file_writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
+        run_name = Path(trainer.default_root_dir).name
+        writer.file_writer.add_summary(
+            hp.hparams_pb({k: _hparam_value(v) for k, v in values.items()}, trial_id=run_name)
+        )
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        best = trainer.checkpoint_callback
+        score = best.best_model_score if best is not None else None
+        writer = getattr(trainer.logger, "experiment", None)
+        if trainer.is_global_zero and score is not None and isinstance(writer, SummaryWriter):
+            writer.add_scalar("val/best_acc", float(score), trainer.current_epoch)
+
+
+def _hparam_value(value: Any) -> bool | float | str:
+    return value if isinstance(value, (bool, int, float, str)) else str(value)

@@ -48,6 +48,7 @@ class MNISTClassifier(L.LightningModule):
         self.example_input_array = torch.zeros(2, 1, 28, 28)  # for the model summary and logger.log_graph
         # Keyed "train_metric", not "train": that name is taken by ModuleDict.train().
         self.metrics = nn.ModuleDict({f"{stage}_metric": LossAndAccuracy() for stage in STAGES})
+        self.show_loss = False
 
     def setup(self, stage: str) -> None:
         # Processes started by ddp_spawn on the CPU receive every tensor in shared memory; Lightning gives
@@ -64,23 +65,29 @@ class MNISTClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
-    def shared_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> Tensor:
+    def shared_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         images, labels = batch
         logits = self.net(images)
         loss = F.cross_entropy(logits, labels)
         self.metrics[f"{stage}_metric"].update(logits, labels, loss)
-        return loss
+        return loss, logits
+
+    def on_fit_start(self) -> None:
+        self.show_loss = self.trainer.progress_bar_callback is not None
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self.shared_step("train", batch)
+        loss, _ = self.shared_step("train", batch)
+        if self.show_loss:  # the running loss on the progress bar; not logged
+            self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loaders = self.trainer.val_dataloaders
         loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
         self.shared_step("test_epoch" if getattr(loader, "split", "val") == "test" else "val", batch)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.shared_step("test", batch)
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self.shared_step("test", batch)[1]  # the logits, for the error analysis (error_analysis.py)
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch("train")
@@ -104,7 +111,8 @@ class MNISTClassifier(L.LightningModule):
         metric.reset()
         for name, value in values.items():
             # torchmetrics already synced the value across ranks; sync_dist only quiets Lightning's warning
-            self.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True)
+            on_bar = stage == "val" and name == "acc"
+            self.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True, prog_bar=on_bar)
         self.log("step", float(self.current_epoch), add_dataloader_idx=False, sync_dist=True)
 
     def configure_optimizers(self) -> Any:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from mnist_study.backbones import BACKBONES, REGULARIZERS
 from mnist_study.classifier import MNISTClassifier
 from mnist_study.cli import FAILURE_FILE, in_multirun
 from mnist_study.datamodule import MNISTDataModule
+from mnist_study.error_analysis import TestSetErrors
 from mnist_study.errors import UserError
-from mnist_study.precision import resolve_precision
+from mnist_study.precision import cpu_name, resolve_precision
 
 RESULT_FILE = "result.json"  # written when a run has finished and been tested
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class _DropTips(logging.Filter):
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+# The model summary's size estimate assumes fp32 under bf16-mixed: true of the weights, which stay fp32.
+warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
 
 
 def _container(cfg: DictConfig, key: str) -> dict[str, Any]:
@@ -73,17 +77,25 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     return L.Trainer(**options, logger=logger, callbacks=build_callbacks(cfg), default_root_dir=str(output_dir))
 
 
-def hyperparameters(cfg: DictConfig, classifier: MNISTClassifier, trainer: L.Trainer) -> dict[str, Any]:
-    """The flat view shown in TensorBoard's HPARAMS tab."""
-    flat: dict[str, Any] = {"seed": cfg.seed, "parameters": classifier.num_parameters}
-    for group in ("model", "regularizer", "optimizer", "scheduler"):
-        for key, value in _container(cfg, group).items():
-            flat[f"{group}/{key}"] = str(value) if isinstance(value, list) else value
-    flat["data/batch_size"] = cfg.data.batch_size
-    flat["trainer/max_epochs"] = cfg.trainer.max_epochs
-    flat["trainer/precision"] = str(trainer.precision)  # what auto resolved to
-    flat["trainer/accelerator"] = trainer.strategy.root_device.type
-    return flat
+def run_facts(cfg: DictConfig, classifier: MNISTClassifier, trainer: L.Trainer) -> dict[str, Any]:
+    """What ran, for result.json and the report: the network, its training settings, the machine."""
+    device = trainer.strategy.root_device
+    return {
+        "model": cfg.model.name,
+        "regularizer": cfg.regularizer.name,
+        "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+        "parameters": classifier.num_parameters,
+        "optimizer": cfg.optimizer.name,
+        "lr": cfg.optimizer.lr,
+        "scheduler": cfg.scheduler.name,
+        "batch_size": cfg.data.batch_size,
+        "precision": str(trainer.precision),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+    }
 
 
 def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
@@ -155,36 +167,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     classifier = build_classifier(cfg)
     trainer = build_trainer(cfg, output_dir)
     log.info(
-        "device %s, precision %s, channels_last %s, compile %s, data on the device %s",
+        "device %s, channels_last %s, compile %s, data on the device %s",
         trainer.strategy.root_device,
-        trainer.precision,
         cfg.channels_last,
         cfg.compile,
         cfg.data.on_device,
     )
+    started = datetime.now(timezone.utc)
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint)
     best = trainer.checkpoint_callback
     tested = best.best_model_path if best is not None else None  # none saved with debug=fast: the last weights
     trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False)
+    finished = datetime.now(timezone.utc)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if best is not None and best.best_model_score is not None:  # not known after ddp_spawn
         metrics["best_val/acc"] = float(best.best_model_score)
-    result = {
-        **metrics,
-        "model": cfg.model.name,
-        "regularizer": cfg.regularizer.name,
-        "seed": cfg.seed,
-        "epochs": trainer.current_epoch,
-        "parameters": classifier.num_parameters,
-    }
+    result = {**metrics, **run_facts(cfg, classifier, trainer), "started": started.isoformat()}
+    result |= {"finished": finished.isoformat(), "seconds": (finished - started).total_seconds()}
+    if errors := next((c for c in trainer.callbacks if isinstance(c, TestSetErrors)), None):
+        result |= {"per_class_acc": errors.per_class_acc, "confusion_matrix": errors.confusion_matrix}
     if trainer.is_global_zero:
-        trainer.logger.log_hyperparams(
-            hyperparameters(cfg, classifier, trainer), {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
-        )
         trainer.logger.finalize("success")
         output_dir.mkdir(parents=True, exist_ok=True)  # debug=fast writes no logs or checkpoints there
-        (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+        (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=1))
         print(
             f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
             f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
