@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mnist_study.backbones import BACKBONES, REGULARIZERS
+from mnist_study.checkpoint_io import AtomicCheckpointIO, remove_orphaned_temp_files
 from mnist_study.classifier import MNISTClassifier
 from mnist_study.cli import FAILURE_FILE, in_multirun
 from mnist_study.datamodule import MNISTDataModule
@@ -74,7 +75,14 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     )
     with open_dict(cfg):
         cfg.output_dir = str(output_dir)  # the callbacks' folders follow the run (a resume writes into its own)
-    return L.Trainer(**options, logger=logger, callbacks=build_callbacks(cfg), default_root_dir=str(output_dir))
+    remove_orphaned_temp_files(output_dir / "checkpoints")  # left by a save that was killed before its rename
+    return L.Trainer(
+        **options,
+        logger=logger,
+        callbacks=build_callbacks(cfg),
+        plugins=[AtomicCheckpointIO()],  # temp file in the checkpoint's folder, fsync, rename: on every filesystem
+        default_root_dir=str(output_dir),
+    )
 
 
 def run_facts(cfg: DictConfig, classifier: MNISTClassifier, trainer: L.Trainer) -> dict[str, Any]:
