@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test study lint bench clean
+.PHONY: train test study tune results lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,8 +19,20 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-study: $(STAMP)
-	$(PY) train.py -m model=softmax,mlp,cnn regularizer=none,dropout,bn seed=0,1
+study: $(STAMP)  # the 9 networks x 3 seeds, then the report (docs/results/report.md)
+	$(PY) train.py -m experiment=study seed=0,1,2
+
+tune: $(STAMP)  # each model's peak learning rate, chosen on validation accuracy (docs/results/tune.md)
+	$(PY) train.py -m experiment=tune
+
+# docs/results/ from the newest study and tuning sweeps, and a fresh q1 run (STUDY=, TUNE= pick other sweeps)
+STUDY ?= $(lastword $(sort $(wildcard outputs/multirun/*/)))
+TUNE ?= $(lastword $(sort $(wildcard outputs/tune/*/)))
+results: $(STAMP)
+	$(PY) report.py $(STUDY) docs/results
+	$(if $(TUNE),$(PY) -m mnist_study.tuning $(TUNE) docs/results)
+	$(PY) q1.py k=2,4,8 hydra.sweep.dir=outputs/q1/results
+	$(PY) -m mnist_study.manual_backprop.report outputs/q1/results docs/results --prefix q1_
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
