@@ -41,4 +41,4 @@ bench: $(STAMP)
 	$(PY) -m mnist_study.bench
 
 clean:
-	rm -rf outputs
+	find outputs -mindepth 1 -not -name README.md -delete
