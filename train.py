@@ -1,11 +1,17 @@
 """Train one network on MNIST: python train.py model=cnn regularizer=bn (see README.md)."""
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from mnist_study.cli import run_task
+from mnist_study.schema import refuse_bad_command_line
 from mnist_study.training import train
 from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
+
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -15,4 +21,5 @@ def main(cfg: DictConfig) -> dict | None:
 
 if __name__ == "__main__":
     skip_lightnings_nvml_check_without_gpus()
+    refuse_bad_command_line(sys.argv[1:], CONFIG_DIR)  # every job's options, before any job runs
     main()

@@ -127,7 +127,8 @@ def fails_with(cfg, capsys: pytest.CaptureFixture[str]) -> str:
     ("override", "message"),
     [
         ("data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
-        ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
+        ("optimizer.lr=0", "optimizer.lr must be a finite number > 0, got 0.0"),
+        ("optimizer.lr=inf", "optimizer.lr must be a finite number > 0, got inf"),
         (f"data.val_size={TRAIN_SIZE}", f"data.val_size={TRAIN_SIZE} leaves no training images"),
         ("regularizer=dropout regularizer.rate=1.0", "regularizer.rate must be in [0, 1), got 1.0"),
         ("regularizer=dropout regularizer.rate=-0.1", "regularizer.rate must be in [0, 1), got -0.1"),

@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mnist_study.backbones import BACKBONES, REGULARIZERS
 from mnist_study.checkpoint_io import AtomicCheckpointIO, remove_orphaned_temp_files
 from mnist_study.classifier import MNISTClassifier
 from mnist_study.cli import FAILURE_FILE, in_multirun
@@ -25,6 +24,7 @@ from mnist_study.datamodule import MNISTDataModule
 from mnist_study.error_analysis import TestSetErrors
 from mnist_study.errors import UserError
 from mnist_study.precision import cpu_name, resolve_precision
+from mnist_study.schema import check_config
 
 RESULT_FILE = "result.json"  # written when a run has finished and been tested
 log = logging.getLogger(__name__)
@@ -146,20 +146,8 @@ def resume_point(cfg: DictConfig, output_dir: Path) -> Path | None:
     return None
 
 
-def check_names(cfg: DictConfig) -> None:
-    """The names other keys are looked up by (optimizer.lr reads tuned_lr.<model.name>), before anything resolves."""
-    for group, known in (("model", BACKBONES), ("regularizer", REGULARIZERS)):
-        if (name := cfg[group].name) not in known:
-            raise UserError(f"{group}={name} is unknown: choose one of {', '.join(known)}")
-    if OmegaConf.is_interpolation(cfg.optimizer, "lr") and cfg.model.name not in cfg.get("tuned_lr", {}):
-        raise UserError(
-            f"optimizer.lr: tuned_lr has no rate for model={cfg.model.name}: pass optimizer.lr=<rate> "
-            f"or add +tuned_lr.{cfg.model.name}=<rate>"
-        )
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
-    check_names(cfg)
+    check_config(cfg)  # types were checked as Hydra composed cfg; here ranges, names and keys added with +
     check_launch(cfg)
     output_dir = Path(cfg.output_dir)
     if (output_dir / RESULT_FILE).is_file() and cfg.ckpt_path is None:  # a re-run sweep: this job is done
