@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_study.cli import run_task
+from mnist_study.run_guard import run_main
 from mnist_study.schema import refuse_bad_command_line
 from mnist_study.training import train
 from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
@@ -22,4 +23,4 @@ def main(cfg: DictConfig) -> dict | None:
 if __name__ == "__main__":
     skip_lightnings_nvml_check_without_gpus()
     refuse_bad_command_line(sys.argv[1:], CONFIG_DIR)  # every job's options, before any job runs
-    main()
+    run_main(main)  # a run or sweep stopped by SIGTERM/SIGINT exits with 128 + the signal

@@ -1,9 +1,12 @@
-"""How the entry points fail: one line for a user's mistake, a recorded failure inside a sweep."""
+"""How the entry points fail: one line for a user's mistake, a recorded failure inside a sweep, and a run
+stopped by SIGTERM or SIGINT recorded as stopped (mnist_study.run_guard), never as a success."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -15,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_study.errors import UserError
+from mnist_study.run_guard import FolderInUse, Terminated, current_run_folder, guard, release_run_folders, stop_record
 
 FAILURE_FILE = "failed.txt"  # in a sweep job's directory: the job's error, read by the report
 log = logging.getLogger(__name__)
@@ -28,11 +32,30 @@ def in_multirun() -> bool:
 def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     """Run a Hydra task. A single run turns a user error into `error: ...` and exit code 1 (the full
     trace with HYDRA_FULL_ERROR=1); a sweep job records any failure in its directory and returns None,
-    so the other jobs still run and the report can list it."""
+    so the other jobs still run and the report can list it. A run stopped by SIGTERM/SIGINT writes
+    failed.txt and exits with 128 + the signal; in a sweep the jobs after it are not started."""
+    installed_here = guard.install()
+    multirun = in_multirun()
     try:
-        return task(cfg)
-    except Exception as err:
-        if in_multirun():
+        if guard.signum is not None:  # the sweep was stopped before this job
+            return not_started(guard.signum)
+        guard.in_task = True
+        try:
+            return task(cfg)
+        finally:
+            guard.in_task = False
+    except FolderInUse as err:
+        if not multirun:
+            fail_in_one_line(err)
+        log.warning("job %s skipped: %s", HydraConfig.get().job.override_dirname, err)
+        return None
+    except BaseException as err:
+        signum = stop_signal_of(err)
+        if signum is not None:
+            return record_stop(signum, multirun)
+        if not isinstance(err, Exception):
+            raise
+        if multirun:
             output_dir = Path(HydraConfig.get().runtime.output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
             message = one_line(err)
@@ -41,8 +64,73 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             return None
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(err, UserError):
             raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail_in_one_line(err)
+    finally:
+        release_run_folders()
+        if installed_here and not multirun:
+            guard.uninstall()
+
+
+def fail_in_one_line(err: UserError) -> None:
+    print(f"error: {one_line(err)}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+def stop_signal_of(err: BaseException) -> int | None:
+    """The signal that `err` comes from, or None when it is an ordinary failure."""
+    if isinstance(err, Terminated):
+        return err.signum
+    if is_lightning_sigterm(err) and guard.signum is None:  # under SLURM SIGTERM is Lightning's alone
+        guard.signum = signal.SIGTERM
+    if isinstance(err, (SystemExit, KeyboardInterrupt)):  # Lightning's stop after SIGTERM / Ctrl-C
+        return guard.signum
+    return None
+
+
+def is_lightning_sigterm(err: BaseException) -> bool:
+    """Lightning's SIGTERMException (checked without importing Lightning, which q1 does not need)."""
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return exceptions is not None and isinstance(err, exceptions.SIGTERMException)
+
+
+def record_stop(signum: int, multirun: bool) -> None:
+    folder = current_run_folder() or hydra_output_dir()
+    sweep_dir = HydraConfig.get().sweep.dir if multirun else None
+    message = stop_record(signum, folder, sweep_dir, None if multirun else own_command())
+    if folder is not None and folder.is_dir():
+        (folder / FAILURE_FILE).write_text(message + "\n")
+    if multirun:
+        log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
+        return None
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(128 + signum) from None
+
+
+def not_started(signum: int) -> None:
+    """A sweep job after a stop: recorded as not run, so the report lists it and a re-run runs it."""
+    if (folder := hydra_output_dir()) is not None and in_multirun():
+        name = signal.Signals(signum).name
+        sweep_dir = HydraConfig.get().sweep.dir
+        message = (
+            f"not started: the sweep was stopped by {name}; re-run the same command with hydra.sweep.dir={sweep_dir}"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / FAILURE_FILE).write_text(message + "\n")
+        log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
+        return None
+    raise SystemExit(128 + signum)
+
+
+def hydra_output_dir() -> Path | None:
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def own_command() -> str | None:
+    """This run's command line as the user could type it again, without its ckpt_path."""
+    if not HydraConfig.initialized():
+        return None
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("ckpt_path=")]
+    return shlex.join(["python", Path(sys.argv[0]).name, *overrides])
 
 
 def one_line(err: BaseException) -> str:

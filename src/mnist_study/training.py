@@ -24,6 +24,7 @@ from mnist_study.datamodule import MNISTDataModule
 from mnist_study.error_analysis import TestSetErrors
 from mnist_study.errors import UserError
 from mnist_study.precision import cpu_name, resolve_precision
+from mnist_study.run_guard import hold_run_folder, start_run
 from mnist_study.schema import check_config
 
 RESULT_FILE = "result.json"  # written when a run has finished and been tested
@@ -150,12 +151,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)  # types were checked as Hydra composed cfg; here ranges, names and keys added with +
     check_launch(cfg)
     output_dir = Path(cfg.output_dir)
+    start_run(output_dir)  # FolderInUse while another live process trains here
     if (output_dir / RESULT_FILE).is_file() and cfg.ckpt_path is None:  # a re-run sweep: this job is done
         log.info("%s already holds a finished run; skipping it (delete %s to train again)", output_dir, RESULT_FILE)
         return json.loads((output_dir / RESULT_FILE).read_text())
     checkpoint = resume_point(cfg, output_dir)
     if checkpoint is not None:  # go on writing into the run's own folder: one run, one set of logs
         output_dir = run_dir_of(checkpoint) or output_dir
+        hold_run_folder(output_dir)
     (output_dir / FAILURE_FILE).unlink(missing_ok=True)
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)

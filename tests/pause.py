@@ -1,0 +1,84 @@
+"""A callback that test subprocesses add with +callbacks.pause=...: it holds a run at a chosen point, so that a
+test can signal it or start a second run beside it, synchronized by pipes rather than by sleeping."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lightning import Callback, LightningModule, Trainer
+
+MARKER = "PAUSED"
+
+
+def pause_override(epoch: int = 0) -> str:
+    """The command-line override that adds the pause to a train.py run."""
+    return f"+callbacks.pause={{_target_:tests.pause.PauseAtEpoch,epoch:{epoch}}}"
+
+
+class PauseAtEpoch(Callback):
+    """At the start of epoch `epoch` (after the earlier epochs' checkpoints are written): print
+    `PAUSED pid=<pid>` on stdout and wait for a line on stdin (or its end)."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            print(f"{MARKER} pid={os.getpid()}", flush=True)
+            sys.stdin.readline()
+
+
+# --- the test's side -----------------------------------------------------------------------------------------
+
+
+class Run:
+    """A script run as a subprocess whose stdout the test reads (stderr goes to a file, so no pipe fills up)."""
+
+    def __init__(self, *args: str, cwd: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = log_dir / f"stderr-{len(list(log_dir.glob('stderr-*')))}.txt"
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        environment.pop("HYDRA_FULL_ERROR", None)
+        with open(self.stderr_path, "w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, *args], cwd=cwd, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=stderr,
+            )  # fmt: skip
+        self.stdout = b""
+
+    def wait_paused(self, timeout: float = 300) -> int:
+        """Read stdout until the PAUSED line; returns the paused process's pid. The timeout only guards
+        against a hang: the wait itself ends on the line (or on the end of stdout)."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while (left := deadline - time.monotonic()) > 0:
+                if not selector.select(left):
+                    break
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise AssertionError(f"the run ended before pausing:\n{self.stderr()[-3000:]}")
+                self.stdout += chunk
+                for line in self.stdout.decode(errors="replace").splitlines():
+                    if line.startswith(MARKER):
+                        return int(line.split("pid=")[1])
+        raise AssertionError(f"no {MARKER} line within {timeout} s:\n{self.stderr()[-3000:]}")
+
+    def resume(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+        """Close stdin (a paused run goes on), wait for the end; returns (exit code, stdout, stderr)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, (self.stdout + out).decode(errors="replace"), self.stderr()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
