@@ -1,18 +1,23 @@
 """Reproducible runs, exact resume, atomic checkpoints, divergence, skipped re-runs and one-line errors."""
 
+import logging
+import pickle
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from lightning import Callback, LightningModule, Trainer
+from omegaconf import open_dict
 
-from mnist_study.callbacks import DivergenceError
+from mnist_study.callbacks import DivergenceError, DivergenceGuard
 from mnist_study.cli import run_task
 from mnist_study.mnist_files import FILES, raw_dir
 from mnist_study.training import train
 
-from .conftest import TRAIN_SIZE, write_synthetic_mnist
+from .conftest import CONF, TRAIN_SIZE, data_overrides, write_synthetic_mnist
 from .test_train import scalars
 
 CURVES = ("train/loss", "train/acc", "val/loss", "val/acc")
@@ -141,11 +146,102 @@ def test_bad_input_is_one_line(make_cfg, capsys, override: str, message: str) ->
     assert message in fails_with(make_cfg(*override.split()), capsys)
 
 
-def test_checkpoint_of_another_model_is_named(make_cfg, tmp_path: Path, capsys) -> None:
-    train(make_cfg("model=softmax", output_dir=tmp_path / "softmax"))
-    last = tmp_path / "softmax" / "checkpoints" / "last.ckpt"
-    err = fails_with(make_cfg("model=mlp", f"ckpt_path={last}"), capsys)
-    assert "is a checkpoint of model={'name': 'softmax'}" in err
+# --- resume: what cannot be resumed is refused when the checkpoint is opened, before training ----------
+
+
+@pytest.fixture(scope="module")
+def adam_onecycle_checkpoint(synthetic_mnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The last.ckpt of a finished 2-epoch softmax run (adam, onecycle), shared by the refusal tests."""
+    run_dir = tmp_path_factory.mktemp("adam_onecycle")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*data_overrides(*synthetic_mnist), "model=softmax", "trainer.max_epochs=2"])
+    with open_dict(cfg):
+        cfg.output_dir = str(run_dir)
+    train(cfg)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def write_pickle(path: Path) -> None:
+    path.write_bytes(pickle.dumps({"epoch": 1}))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=mlp", "was trained with model=softmax, this run has model=mlp: pass model=softmax to resume it"),
+        ("optimizer=sgd", "was trained with optimizer=adam, this run has optimizer=sgd: pass optimizer=adam"),
+        ("optimizer.lr=0.01", "was trained with optimizer.lr=0.002, this run has optimizer.lr=0.01: pass optimizer.l"),
+        ("scheduler=cosine", "was trained with scheduler=onecycle, this run has scheduler=cosine"),
+        ("regularizer=bn", "was trained with regularizer=none, this run has regularizer=bn"),
+        ("trainer.max_epochs=3", "follows a onecycle schedule planned for trainer.max_epochs=2 (20 steps), this run "
+         "has trainer.max_epochs=3: pass trainer.max_epochs=2 to resume it"),
+    ],
+)  # fmt: skip
+def test_resuming_with_other_options_is_refused_naming_what_differs(
+    make_cfg, capsys, adam_onecycle_checkpoint: Path, override: str, message: str
+) -> None:
+    cfg = make_cfg("model=softmax", "trainer.max_epochs=2", override, f"ckpt_path={adam_onecycle_checkpoint}")
+    err = fails_with(cfg, capsys)
+    assert err.startswith(f"error: ckpt_path={adam_onecycle_checkpoint} {message}"), err
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_text("not a checkpoint\n"), "is a text file, not a checkpoint"),
+        (write_pickle, "is a plain pickle"),
+        (lambda p: torch.save({"weights": torch.zeros(2)}, p), "is a torch file but not a Lightning checkpoint"),
+        (lambda p: torch.save({"state_dict": {}, "epoch": 0, "global_step": 1}, p), "is a Lightning checkpoint"),
+        (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_no_checkpoint_of_train_py_is_refused_in_one_line(
+    make_cfg, capsys, tmp_path: Path, write, message: str
+) -> None:
+    path = tmp_path / "given.ckpt"
+    write(path)
+    err = fails_with(make_cfg("model=softmax", f"ckpt_path={path}"), capsys)
+    assert err.startswith(f"error: ckpt_path={path} {message}"), err
+
+
+def test_a_constant_rate_run_can_be_resumed_for_more_epochs(make_cfg, tmp_path: Path) -> None:
+    config = ("model=softmax", "scheduler=none")
+    train(make_cfg(*config, "trainer.max_epochs=1", output_dir=tmp_path / "run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    result = train(make_cfg(*config, "trainer.max_epochs=2", f"ckpt_path={last}", output_dir=tmp_path / "more"))
+    assert result["epochs"] == 2 and len(scalars(tmp_path / "run")["val/acc"]) == 2
+
+
+def test_a_sweep_job_whose_last_checkpoint_does_not_load_trains_from_scratch(make_cfg, tmp_path: Path, caplog) -> None:
+    job = tmp_path / "job"
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    with caplog.at_level(logging.WARNING, logger="mnist_study.training"):
+        train(make_cfg("model=softmax", output_dir=job))
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mnist_study.training"]
+    assert "last.ckpt is truncated" in line and "training from scratch" in line and "\n" not in line
+    assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0  # the new run's
+    assert (job / "checkpoints" / "last.ckpt.unreadable").is_file() and (job / "result.json").is_file()
+
+
+@pytest.mark.parametrize(("losses", "exploded"), [((2.3, 5e13, 3e13), True), ((2.3, 300.0, 1.0), False)])
+def test_a_loss_that_explodes_but_stays_finite_is_flagged(caplog, losses: tuple[float, ...], exploded: bool) -> None:
+    """On the real MNIST, softmax at optimizer.lr=1e12 scheduler=none keeps a finite loss of ~1e13 (the
+    synthetic digits are too easy to separate for that): the guard's hooks are fed such losses directly."""
+    guard = DivergenceGuard()
+    trainer, module = (
+        SimpleNamespace(current_epoch=0, global_step=0),
+        SimpleNamespace(hparams={"optimizer": {"lr": 1e12}}),
+    )
+    guard.on_train_epoch_start(trainer, module)  # type: ignore[arg-type]
+    for loss in losses:
+        guard.on_train_batch_end(trainer, module, torch.tensor(loss), None, 0)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="mnist_study.callbacks"):
+        guard.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
+    assert guard.exploded is exploded and ("the training loss exploded at epoch 0" in caplog.text) is exploded
+    restored = DivergenceGuard()
+    restored.load_state_dict(guard.state_dict())  # kept in the checkpoint: a resumed run still knows
+    assert restored.exploded is exploded
 
 
 def test_corrupted_idx_file_names_file_md5_and_fix(make_cfg, tmp_path: Path, capsys) -> None:

@@ -62,27 +62,49 @@ class DivergenceError(UserError):
     pass
 
 
+EXPLODED_LOSS = 100 * math.log(10)  # 100x the cross-entropy of guessing among 10 classes
+
+
 class DivergenceGuard(L.Callback):
     """Stops a run whose training loss became non-finite, before that epoch's validation, so no checkpoint
-    of the diverged model is written."""
+    of the diverged model is written. A loss that stays finite but explodes (an epoch's mean above
+    EXPLODED_LOSS) is warned about once and recorded in `exploded_epochs`; result.json says "exploded"."""
 
     def __init__(self) -> None:
         self._first_bad_step: Tensor | float = math.inf
+        self._loss_sum: Tensor | float = 0.0
+        self._batches = 0
+        self.exploded_epochs: list[int] = []
+
+    @property
+    def exploded(self) -> bool:
+        return bool(self.exploded_epochs)
+
+    def state_dict(self) -> dict[str, Any]:  # kept in the checkpoint: a resumed run still knows
+        return {"exploded_epochs": list(self.exploded_epochs)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.exploded_epochs = list(state_dict.get("exploded_epochs", []))
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._first_bad_step = math.inf
+        self._loss_sum, self._batches = 0.0, 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, _: int
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         step = float(trainer.global_step)
+        self._batches += 1
         if loss.device.type == "cpu":  # reading a CPU scalar costs nothing
-            if self._first_bad_step == math.inf and not math.isfinite(loss.item()):
+            value = loss.item()
+            self._loss_sum += value
+            if self._first_bad_step == math.inf and not math.isfinite(value):
                 self._first_bad_step = step
         else:  # reading a GPU scalar would wait for the step: keep the first bad step on the device
             bad = torch.where(torch.isfinite(loss), math.inf, step)
             self._first_bad_step = torch.minimum(torch.as_tensor(self._first_bad_step, device=loss.device), bad)
+            self._loss_sum = loss.detach().float() + self._loss_sum
 
     def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.training and not trainer.sanity_checking:
@@ -90,6 +112,20 @@ class DivergenceGuard(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.check(trainer, module)
+        mean = float(self._loss_sum) / max(self._batches, 1)
+        if mean > EXPLODED_LOSS and trainer.current_epoch not in self.exploded_epochs:
+            if not self.exploded_epochs:
+                lr = module.hparams["optimizer"]["lr"]
+                log.warning(
+                    "the training loss exploded at epoch %d: mean %.3g, over 100x chance level (ln 10 = 2.30); the "
+                    "run goes on but its result is not trustworthy (result.json: exploded); lower the learning rate "
+                    "(now optimizer.lr=%g, try optimizer.lr=%g)",
+                    trainer.current_epoch,
+                    mean,
+                    lr,
+                    lr / 10,
+                )
+            self.exploded_epochs.append(trainer.current_epoch)
 
     def check(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         step = float(self._first_bad_step)
