@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from mnist_study.dropout import Dropout
 from mnist_study.errors import UserError
 
 IMAGE_SIZE, NUM_CLASSES = 28, 10
@@ -37,7 +38,8 @@ class Regularizer:
         return [(nn.BatchNorm2d if spatial else nn.BatchNorm1d)(features, momentum=self.momentum)]
 
     def dropout(self) -> list[nn.Module]:
-        return [nn.Dropout(self.rate)] if self.name == "dropout" else []
+        # nn.Dropout with a CPU mask ~5x cheaper to draw (src/mnist_study/dropout.py): other masks, same semantics
+        return [Dropout(self.rate)] if self.name == "dropout" else []
 
 
 def softmax_regression(reg: Regularizer) -> nn.Sequential:
