@@ -2,11 +2,11 @@
 
 On the CPU, nn.Dropout draws its mask with `bernoulli_`: 6.8 ms for one 128x32x14x14 activation on one core
 of this project's EPYC, against 1.8 ms for torch.rand_like and 1.1 ms for the draw below. In the study's CNN
-the three dropout layers cost +18 % of an fp32 training step and +40 % under bf16 autocast (1 thread, CPU time;
-python -m mnist_study.dropout_bench). `Dropout` is nn.Dropout with only the mask generator replaced, which
-brings that to +8 % and +18 %: 32 random bits per element from torch's global CPU generator, drawn 64 at a
+the three dropout layers cost +14-18 % of an fp32 training step and +39-40 % under bf16 autocast (1 thread, CPU
+time; python -m mnist_study.dropout_bench). `Dropout` is nn.Dropout with only the mask generator replaced,
+which brings that to +8-9 % and +18-20 %: 32 random bits per element from torch's global CPU generator, 64 at a
 time (`random_` over the full int64 range, read as int32 pairs, in the activation's memory order), compared
-with a threshold into a bool tensor and widened to the input's dtype through a uint8 view. Every op of that is
+with a threshold into a bool tensor and widened to the input's dtype through a uint8 view. Every op after the draw is
 vectorized; comparing straight into a float tensor, masked_fill, torch.where and multiplying by a bool
 tensor are not, and each costs more than drawing the bits. From there it is nn.Dropout's own arithmetic: the
 0/1 mask is divided by 1 - p in the input's dtype and multiplied in, and autograd multiplies the gradient by
