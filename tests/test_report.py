@@ -1,15 +1,27 @@
-"""The study report from real (synthetic-data) sweeps: tables, CSV, figures, failed and missing runs."""
+"""The study report from real (synthetic-data) sweeps: what ran, tables, CSVs, figures, failed and missing
+runs; and its numbers on small synthetic cases."""
 
 import csv
 import json
+import math
 import shutil
+from datetime import datetime
 from pathlib import Path
 
-from mnist_study.report import Run, findings, write_report
+import pytest
+
+from mnist_study.report import Run, findings, not_the_full_study, summed_confusion, write_report
+from mnist_study.stats import welch
 
 from .conftest import ROOT, data_overrides, run_script
 
+OLD_RESULT_KEYS = ("test/acc", "test/loss", "best_val/acc", "model", "regularizer", "seed", "epochs", "parameters")
 FIGURES = ["model_softmax.png", "model_mlp.png", "regularizer_none.png", "regularizer_bn.png", "grid_acc.png"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def test_a_sweep_ends_with_its_report(sweep: Path) -> None:
@@ -17,16 +29,104 @@ def test_a_sweep_ends_with_its_report(sweep: Path) -> None:
     for model, reg in [("softmax", "none"), ("softmax", "bn"), ("mlp", "none"), ("mlp", "bn")]:
         assert f"| {model} | {reg} |" in report
     assert "4 of 4 runs complete" in report
-    assert "best regularizer" in report and "one seed, so no spread" in report and "Batch norm changes mlp" in report
+    assert "**softmax**: `bn` against `none`: one seed: no test possible" in report
+    assert "| mlp | bn | " in report.split("## Regularizers against `none`")[1]
+    assert "Batch norm changes mlp" in report
     for name in FIGURES:
         assert (sweep / name).stat().st_size > 5_000
         assert f"]({name})" in report
 
-    with open(sweep / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 4 * 2  # one row per run and epoch
-    assert {row["model"] for row in rows} == {"softmax", "mlp"}
-    assert all(0 <= float(row["val/acc"]) <= 1 for row in rows)
+    results = read_csv(sweep / "results.csv")
+    assert len(results) == 4  # one row per run
+    assert {(row["model"], row["regularizer"]) for row in results} == {
+        ("softmax", "none"),
+        ("softmax", "bn"),
+        ("mlp", "none"),
+        ("mlp", "bn"),
+    }
+    for row in results:
+        written = json.loads((sweep / row["run"] / "result.json").read_text())
+        assert float(row["test_acc"]) == written["test/acc"] and row["epochs"] == "2" and row["seed"] == "0"
+        assert float(row["best_val_acc"]) == written["best_val/acc"] and row["best_val_epoch"] in ("0", "1")
+        assert float(row["lr"]) == written["lr"] and float(row["seconds"]) == written["seconds"]
+    curves = read_csv(sweep / "curves.csv")
+    assert len(curves) == 4 * 2  # one row per run and epoch
+    assert {row["model"] for row in curves} == {"softmax", "mlp"}
+    assert all(0 <= float(row["val/acc"]) <= 1 for row in curves)
+
+
+def test_the_report_says_what_ran_and_what_is_missing_of_the_study(sweep: Path) -> None:
+    header = (sweep / "report.md").read_text().split("## Results")[0]
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
+    assert "- **Seeds**: 0; **epochs**: 2" in header
+    assert (
+        "**⚠ not the full study: 4 of 9 networks (missing: softmax + dropout, mlp + dropout, cnn + none, "
+        "cnn + dropout, cnn + bn); 2 epochs instead of 30; 1 seed, so differences cannot be tested.**"
+    ) in header
+    first = next(r for r in results if r["model"] == "softmax")
+    assert f"**Optimizer**: {first['optimizer']}; peak learning rate: softmax {first['lr']:g}; mlp " in header
+    assert f"**schedule**: {first['scheduler']}; **batch size**: {first['batch_size']}" in header
+    assert f"**Device**: {first['device']} ({first['device_name']}); **precision**: {first['precision']}" in header
+    assert f"torch {first['torch']}, lightning {first['lightning']}" in header
+    start = min(datetime.fromisoformat(r["started"]) for r in results)
+    assert f"- **Date**: {start.date().isoformat()} (UTC); **wall time of the sweep**: " in header
+    assert "from file times" not in header
+
+
+def test_confusion_matrices_and_mistakes_are_in_the_report(sweep: Path) -> None:
+    report = (sweep / "report.md").read_text()
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+    assert (sweep / "confusion_matrices.png").stat().st_size > 5_000
+    assert "![confusion_matrices.png](confusion_matrices.png)" in report
+    assert "| model | regularizer | 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 |" in report
+    study_order = [("softmax", "none"), ("softmax", "bn"), ("mlp", "none"), ("mlp", "bn")]
+    accs = {(r["model"], r["regularizer"]): r["test/acc"] for r in results.values()}  # one seed each
+    model, reg = max(study_order, key=lambda net: accs[net])  # ties: the first in the study's order
+    copied = sweep / f"misclassified_{model}-{reg}.png"
+    [source] = [
+        sweep / n / "misclassified.png" for n, r in results.items() if (r["model"], r["regularizer"]) == (model, reg)
+    ]
+    assert copied.read_bytes() == source.read_bytes()
+    assert f"![{copied.name}]({copied.name})" in report
+
+
+def test_runs_of_an_older_train_py_are_reported_from_their_config_and_files(sweep: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    for result_file in copy.glob("*/result.json"):
+        result = json.loads(result_file.read_text())
+        result_file.write_text(json.dumps({k: result[k] for k in OLD_RESULT_KEYS}))
+        (result_file.parent / "misclassified.png").unlink(missing_ok=True)
+    for name in ("confusion_matrices.png", "report.md"):
+        (copy / name).unlink(missing_ok=True)
+    for old_figure in copy.glob("misclassified_*.png"):
+        old_figure.unlink()
+
+    write_report(copy)
+
+    report = (copy / "report.md").read_text()
+    assert "4 of 4 runs complete" in report
+    assert "**Optimizer**: adam; peak learning rate: softmax " in report  # from .hydra/config.yaml
+    assert "**Device**: not recorded" in report and "torch and lightning versions not recorded" in report
+    assert "from file times for runs whose result.json has no start and end" in report
+    assert not (copy / "confusion_matrices.png").exists() and not list(copy.glob("misclassified_*.png"))
+    assert "## What the networks get wrong" not in report
+    rows = read_csv(copy / "results.csv")
+    assert all(row["lr"] and not row["seconds"] for row in rows)
+
+
+def test_exploded_runs_are_flagged(sweep: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    result_file = next(copy.glob("*model=mlp,regularizer=bn*/result.json"))
+    result_file.write_text(json.dumps({**json.loads(result_file.read_text()), "exploded": True}))
+
+    write_report(copy)
+
+    report = (copy / "report.md").read_text()
+    section = report.split("## ⚠ Runs whose loss exploded")[1].split("## Results")[0]
+    assert f"- `{result_file.parent.name}`" in section and section.count("- `") == 1
+    assert [row["exploded"] for row in read_csv(copy / "results.csv")].count("True") == 1
 
 
 def test_report_lists_missing_and_failed_runs_and_reports_the_rest(sweep: Path, tmp_path: Path) -> None:
@@ -46,15 +146,22 @@ def test_report_lists_missing_and_failed_runs_and_reports_the_rest(sweep: Path, 
 
 
 def test_a_failing_job_does_not_stop_the_sweep(synthetic_mnist, tmp_path: Path) -> None:
+    # A bad value is refused before any job (mnist_study.schema); a rate this large is a valid float but
+    # not a float32, so that job fails once it starts.
     result = run_script(
-        "train.py", "-m", "model=softmax", "regularizer=none,dropout", "++regularizer.rate=1.5",
+        "train.py", "-m", "model=softmax", "optimizer.lr=0.002,1e300",
         f"hydra.sweep.dir={tmp_path}", *data_overrides(*synthetic_mnist), cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 1
     assert "error: 1 of 2 runs have no result" in result.stderr
     report = (tmp_path / "report.md").read_text()
     assert "1 of 2 runs complete" in report
-    assert "regularizer.rate must be in [0, 1), got 1.5" in report
+    assert (
+        "optimizer.lr=1e+300,trainer.accelerator=cpu,trainer.max_epochs=1,trainer.precision=32-true`: failed:"
+        in (report.split("## Runs without a result")[1])
+    )
+    rows = read_csv(tmp_path / "results.csv")
+    assert [bool(row["error"]) for row in sorted(rows, key=lambda row: float(row["lr"]))] == [False, True]
 
 
 def test_report_cli_needs_a_sweep(tmp_path: Path) -> None:
@@ -87,15 +194,66 @@ def test_every_run_is_reported_from_what_it_wrote_whatever_the_sweep_varied(swee
     assert sum(r.label == "softmax" and r.regularizer == "none" for r in runs) == 1  # the sgd copy is not a seed
 
 
-def run_of(model: str, regularizer: str, seed: int, acc: float) -> Run:
-    return Run(f"{model}-{regularizer}-{seed}", model, regularizer, seed, test_acc=acc, test_loss=0.1)
+def run_of(model: str, regularizer: str, seed: int, acc: float, epochs: int = 30) -> Run:
+    return Run(f"{model}-{regularizer}-{seed}", model, regularizer, seed, test_acc=acc, test_loss=0.1, epochs=epochs)
 
 
-def test_findings_compare_with_the_seed_spread_when_there_are_seeds() -> None:
+def test_findings_test_each_regularizer_against_none_over_the_seeds() -> None:
     runs = [run_of("mlp", "none", s, a) for s, a in enumerate((0.9850, 0.9852, 0.9849))]
     runs += [run_of("mlp", "dropout", s, a) for s, a in enumerate((0.9866, 0.9864, 0.9867))]  # clearly better
-    runs += [run_of("mlp", "bn", s, a) for s, a in enumerate((0.9840, 0.9870, 0.9855))]  # noisy: within spread
-    [sentence] = [f for f in findings(runs) if f.startswith("**mlp**")]
-    assert "best regularizer `dropout`" in sentence
-    assert "points over none (larger than the seed-to-seed spread)" in sentence
-    assert "points over bn (within the seed-to-seed spread)" in sentence
+    runs += [run_of("mlp", "bn", s, a) for s, a in enumerate((0.9840, 0.9870, 0.9855))]  # noisy
+    runs += [run_of("softmax", "none", s, a) for s, a in enumerate((0.9270, 0.9271, 0.9269))]
+    runs += [run_of("softmax", "bn", s, a) for s, a in enumerate((0.9216, 0.9205, 0.9210))]  # clearly worse
+    [mlp] = [f for f in findings(runs) if f.startswith("**mlp**")]
+    [softmax] = [f for f in findings(runs) if f.startswith("**softmax**")]
+
+    dropout = welch([98.66, 98.64, 98.67], [98.50, 98.52, 98.49])
+    assert (
+        f"`dropout` helps (+0.15 points, 95 % CI +{dropout.low:.2f} to +{dropout.high:.2f}, p < 0.001 against `none`)"
+    ) in mlp
+    assert "`bn` against `none`: no significant difference at 3 seeds (+0.05 points, 95 % CI -" in mlp
+    assert dropout.p_value < 0.001
+    assert "`bn` hurts (-0.60 points" in softmax
+    assert "helps" not in softmax and "hurts" not in mlp
+
+
+def test_findings_with_one_seed_test_nothing() -> None:
+    runs = [run_of("cnn", "none", 0, 0.9933), run_of("cnn", "dropout", 0, 0.9946)]
+    assert findings(runs)[0] == "**cnn**: `dropout` against `none`: one seed: no test possible (+0.13 points)."
+
+
+def test_the_full_study_is_not_flagged_and_a_partial_one_says_what_it_lacks() -> None:
+    full = [
+        run_of(m, reg, s, 0.9) for m in ("softmax", "mlp", "cnn") for reg in ("none", "dropout", "bn") for s in (0, 1)
+    ]
+    assert not_the_full_study(full) == []
+    partial = [r for r in full if not (r.model == "cnn" and r.seed == 1)] + [run_of("lenet", "none", 0, 0.9)]
+    partial += [run_of("cnn", "bn", 2, 0.9, epochs=10)]
+    assert not_the_full_study(partial) == [
+        "10–30 epochs instead of 30",
+        "1 seed for cnn + none, cnn + dropout, lenet + none",
+    ]
+    assert not_the_full_study([r for r in full if r.model != "cnn"]) == [
+        "6 of 9 networks (missing: cnn + none, cnn + dropout, cnn + bn)"
+    ]
+
+
+def test_best_epoch_and_train_validation_gap_per_run() -> None:
+    run = run_of("mlp", "none", 0, 0.98)
+    run.curves = {"val/acc": [0.90, 0.97, 0.97, 0.96], "train/acc": [0.80, 0.95, 0.99, 1.0]}
+    assert run.best_val_epoch == 1  # the first epoch at the best value
+    assert run.last_gap == pytest.approx(0.04)
+    assert run_of("mlp", "none", 0, 0.98).best_val_epoch is None
+    assert math.isnan(run_of("mlp", "none", 0, 0.98).last_gap)
+
+
+def test_confusion_matrices_are_summed_over_seeds_then_normalized_per_true_class() -> None:
+    first, second = run_of("mlp", "none", 0, 0.9), run_of("mlp", "none", 1, 0.9)
+    first.confusion_matrix = [[3 if i == j else 0 for j in range(10)] for i in range(10)]
+    second.confusion_matrix = [[1 if j in (i, 0) else 0 for j in range(10)] for i in range(10)]
+    rates = summed_confusion([first, second, run_of("mlp", "none", 2, 0.9)])  # the third recorded none
+    assert rates is not None
+    assert rates[0][0] == 1.0
+    assert rates[5][5] == pytest.approx(4 / 5) and rates[5][0] == pytest.approx(1 / 5)
+    assert all(sum(row) == pytest.approx(1) for row in rates)
+    assert summed_confusion([run_of("mlp", "none", 0, 0.9)]) is None
