@@ -203,11 +203,16 @@ def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     return run
 
 
+def varied_keys(runs: list[Run]) -> list[str]:
+    """The overrides, other than model, regularizer and seed, whose value differs between runs."""
+    keys = {k for r in runs for k in r.overrides if k not in GROUP_KEYS}
+    return sorted(k for k in keys if len({r.overrides.get(k) for r in runs}) > 1)
+
+
 def collect(sweep_dir: Path) -> list[Run]:
     run_dirs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
     runs = [read_run(d, sweep_dir) for d in run_dirs]
-    keys = {k for r in runs for k in r.overrides if k not in GROUP_KEYS}
-    varied = sorted(k for k in keys if len({r.overrides.get(k) for r in runs}) > 1)
+    varied = varied_keys(runs)
     for run in runs:
         run.variant = ",".join(f"{k}={run.overrides[k]}" for k in varied if k in run.overrides)
     return runs
@@ -377,8 +382,13 @@ def what_ran(runs: list[Run]) -> list[str]:
     versions = distinct(
         f"torch {r.settings['torch']}, lightning {r.settings['lightning']}" for r in shown if r.settings.get("torch")
     )
+    pairs = {(r.model, r.regularizer) for r in shown}
+    networks = [(m, reg) for m in in_study_order(r.model for r in shown) for reg in regularizers_of(shown)]
+    networks = [net for net in networks if net in pairs]
+    varied = varied_keys(shown)
+    also = f"; **also varied**: {', '.join(varied)} (each value its own row)" if varied else ""
     lines = [
-        f"- **Networks**: {', '.join(f'{m} + {reg}' for m, reg in networks_of(shown)) or '—'}",
+        f"- **Networks**: {', '.join(f'{m} + {reg}' for m, reg in networks) or '—'}{also}",
         f"- **Seeds**: {', '.join(map(str, seeds))}; **epochs**: {listing(epochs)}",
         f"- **Optimizer**: {listing(r.settings.get('optimizer') for r in shown)}; peak learning rate: "
         f"{'; '.join(lrs)}; **schedule**: {listing(r.settings.get('scheduler') for r in shown)}; "
