@@ -135,6 +135,7 @@ def test_a_partial_sweep_says_so_and_lists_what_is_missing(tmp_path: Path) -> No
 
     assert "1 of 4 runs finished" in text and "**⚠ partial: 3 of 4 runs have no result yet" in text
     assert "| **0.001** | **99.20** | **—** | **99.20 (1 of 2 seeds)** |" in text and "| 0.002 | — | — | — |" in text
+    assert "No result yet at 0.002: the choice is among the other rates." in text
     assert "## mlp\n\nNo finished run (rates tried: 0.001): no choice." in text
     assert f"- `{failed.name}`: failed: DivergenceError" in text
     assert "  mlp: 0.001  # not tuned in this sweep" in text

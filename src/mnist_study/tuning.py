@@ -183,6 +183,8 @@ def choice_section(choice: Choice) -> list[str]:
         f"Choice: **{plain_number(choice.chosen)}**, mean best validation accuracy "
         f"{percent(choice.mean(choice.chosen))} % over {seeds_used} seed{'s' * (seeds_used > 1)}.",
     ]
+    if unfinished := [plain_number(lr) for lr, by_seed in choice.val_accs.items() if not by_seed]:
+        lines.append(f"No result yet at {', '.join(unfinished)}: the choice is among the other rates.")
     rates = sorted(choice.val_accs)
     if len(rates) > 1 and choice.chosen in (rates[0], rates[-1]):
         side = "smallest" if choice.chosen == rates[0] else "largest"
