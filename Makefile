@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test study tune results lint bench clean
+.PHONY: train test study tune results lint bench clean screenshots
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,6 +39,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m mnist_study.bench
+
+# TensorBoard's Time Series, Custom Scalars and HParams pages as PNGs (needs chromium on PATH; installs nothing):
+# make screenshots [LOGDIR=outputs/multirun/<date>_<time>, the newest sweep] [SHOTS=docs/screenshots]
+LOGDIR ?= $(STUDY)
+SHOTS ?= docs/screenshots
+screenshots: $(STAMP)
+	$(if $(LOGDIR),,$(error no sweep in outputs/multirun/: make screenshots LOGDIR=<a TensorBoard log folder>))
+	$(PY) -m mnist_study.screenshots $(LOGDIR) $(SHOTS)
 
 clean:
 	find outputs -mindepth 1 -not -name README.md -delete
