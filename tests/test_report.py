@@ -118,7 +118,7 @@ def test_runs_of_an_older_train_py_are_reported_from_their_config_and_files(swee
 def test_exploded_runs_are_flagged(sweep: Path, tmp_path: Path) -> None:
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
-    result_file = next(copy.glob("*model=mlp,regularizer=bn*/result.json"))
+    result_file = next(copy.glob("mlp-bn*/result.json"))
     result_file.write_text(json.dumps({**json.loads(result_file.read_text()), "exploded": True}))
 
     write_report(copy)
@@ -175,7 +175,7 @@ def test_report_cli_needs_a_sweep(tmp_path: Path) -> None:
 def test_every_run_is_reported_from_what_it_wrote_whatever_the_sweep_varied(sweep: Path, tmp_path: Path) -> None:
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
-    source = next(copy.glob("*model=softmax,regularizer=none*"))
+    source = next(copy.glob("softmax-none*"))
     # A model the study does not know and a second optimizer: each is its own row, not a seed of another.
     for name, edit in (("lenet", {"model": "lenet"}), ("sgd", {})):
         run = copy / f"extra-{name}"

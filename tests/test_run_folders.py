@@ -5,10 +5,11 @@ import logging
 import socket
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mnist_study.run_guard import LOCK_FILE, MAX_NAME_BYTES, FolderLock, holder_of, job_dirname
+from mnist_study.run_guard import LOCK_FILE, MAX_NAME_BYTES, FolderLock, holder_of, job_dirname, run_name
 from mnist_study.training import train
 
 from .conftest import CONF, ROOT, data_overrides, run_script
@@ -32,7 +33,23 @@ def test_run_folders_have_microseconds_and_sweep_jobs_the_short_name() -> None:
         cfg = compose("train", overrides=["model=mlp"], return_hydra_config=True)
     hydra = OmegaConf.to_container(cfg.hydra)  # unresolved
     assert "%f" in hydra["run"]["dir"]  # type: ignore[index]
-    assert hydra["sweep"]["subdir"] == "${job_dirname:${hydra.job.override_dirname}}"  # type: ignore[index]
+    assert "${run_name:${model.name},${regularizer.name},${hydra.job.override_dirname}" in hydra["run"]["dir"]  # type: ignore[index]
+    assert hydra["sweep"]["subdir"] == "${run_name:${model.name},${regularizer.name},${hydra.job.override_dirname}}"  # type: ignore[index]
+    assert "experiment" in hydra["job"]["config"]["override_dirname"]["exclude_keys"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("override_dirname", "name"),
+    [
+        ("model=cnn,regularizer=bn", "cnn-bn"),
+        ("model=cnn,regularizer=bn,seed=1", "cnn-bn,seed=1"),
+        ("model=mlp,optimizer.lr=0.002", "mlp-none,optimizer.lr=0.002"),
+        ("model.channels=[16,32],model=cnn", "cnn-none,model.channels=[16,32]"),
+    ],
+)
+def test_runs_are_named_by_their_network_first(override_dirname: str, name: str) -> None:
+    model, regularizer = name.split(",")[0].split("-")
+    assert run_name(model, regularizer, override_dirname) == name
 
 
 def test_a_sweep_with_many_overrides_names_its_job_folder_within_255_bytes(synthetic_mnist, tmp_path: Path) -> None:
@@ -98,10 +115,10 @@ def test_two_sweeps_into_one_folder_never_train_the_same_job(synthetic_mnist, tm
 
     second = run_script("train.py", "-m", *options, "model=softmax,mlp", cwd=ROOT)
     assert second.returncode == 1  # its report lists the job it could not train
-    assert f"skipped: {next(sweep_dir.glob('*model=softmax,*'))} is in use by another live run (pid {pid}" in (
+    assert f"skipped: {next(sweep_dir.glob('softmax-*'))} is in use by another live run (pid {pid}" in (
         second.stdout + second.stderr
     )
-    softmax, mlp = (next(sweep_dir.glob(f"*model={model},*")) for model in ("softmax", "mlp"))
+    softmax, mlp = (next(sweep_dir.glob(f"{model}-*")) for model in ("softmax", "mlp"))
     assert (mlp / "result.json").is_file() and not (softmax / "result.json").exists()
     assert not (softmax / "failed.txt").exists()  # nothing written into the folder the other sweep owns
     assert "model=softmax" in (sweep_dir / "report.md").read_text()

@@ -47,7 +47,7 @@ def test_sweeps_run_through_launchers(synthetic_mnist, tmp_path: Path, launcher:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for model in ("softmax", "mlp"):
-        run = next(tmp_path.glob(f"*model={model}*"))
+        run = next(tmp_path.glob(f"{model}-*"))
         assert (run / "result.json").is_file() and list(run.glob("events.out.tfevents.*"))
     assert "2 of 2 runs complete" in (tmp_path / "report.md").read_text()
 

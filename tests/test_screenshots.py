@@ -61,7 +61,7 @@ def write_small_sweep(logdir: Path) -> None:
             writer.file_writer.add_summary(config)
             writer.file_writer.add_summary(hp.hparams_pb({"model": model}, trial_id=model))
             for epoch in range(3):
-                for tag in ("train/acc", "val/acc", f"by_model/{model}/val_acc", "by_regularizer/none/val_acc"):
+                for tag in ("train/acc", "val/acc", f"val_by_model/{model}/acc", "val_by_regularizer/none/acc"):
                     writer.add_scalar(tag, 0.8 + offset + 0.05 * epoch, epoch)
 
 

@@ -74,7 +74,7 @@ def test_sigterm_stops_a_sweep_which_still_reports_and_a_rerun_finishes_it(synth
     code, _, stderr = sweep.finish()
 
     assert code == 143, stderr[-3000:]
-    softmax, mlp = (next(sweep_dir.glob(f"*model={model},*")) for model in ("softmax", "mlp"))
+    softmax, mlp = (next(sweep_dir.glob(f"{model}-*")) for model in ("softmax", "mlp"))
     assert (
         (softmax / "failed.txt")
         .read_text()

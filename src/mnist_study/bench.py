@@ -113,7 +113,7 @@ def compose_config(model: str, epochs: int, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, f"model={model}", f"trainer.max_epochs={epochs}"])
     with open_dict(cfg):
-        cfg.output_dir = None
+        cfg.output_dir = tempfile.gettempdir()  # project_epochs trains in a temporary folder of its own
         cfg.trainer.enable_progress_bar = False  # as in every run that is not on an interactive terminal
     return cfg
 

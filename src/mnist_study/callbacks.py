@@ -149,14 +149,18 @@ class EpochSeed(L.Callback):
 
 
 def comparison_layout(model: str, regularizer: str) -> dict:
-    """This run's part of TensorBoard's custom-scalars layout: the chart of its model (one line per
-    regularizer) and of its regularizer (one line per model). TensorBoard merges the layouts of all runs
-    in a log directory, so the page shows charts for exactly the models and regularizers present."""
+    """This run's part of TensorBoard's custom-scalars layout. TensorBoard merges the layouts of all runs in a
+    log directory, so the page holds charts for exactly the models and regularizers present: per model its
+    regularizers, per regularizer its models (validation), and training against validation for every run."""
 
     def chart(kind: str, name: str, metric: str) -> dict:
-        return {f"{name}: val {metric}": ["Multiline", [f"^by_{kind}/{name}/val_{metric}$"]]}
+        return {f"{name}: val {metric}": ["Multiline", [f"^val_by_{kind}/{name}/{metric}$"]]}
 
     return {
+        "Train vs validation (one color per run)": {
+            "accuracy: train and val": ["Multiline", ["^(train|val)/acc$"]],
+            "loss: train and val": ["Multiline", ["^(train|val)/loss$"]],
+        },
         "Per model: accuracy": chart("model", model, "acc"),
         "Per model: loss": chart("model", model, "loss"),
         "Per regularizer: accuracy": chart("regularizer", regularizer, "acc"),
@@ -177,8 +181,8 @@ class StudyComparison(L.Callback):
         model, regularizer = self._names(module)
         for metric in ("acc", "loss"):  # validation ran before on_train_epoch_end: its values are in
             if (value := trainer.callback_metrics.get(f"val/{metric}")) is not None:
-                module.log(f"by_model/{model}/val_{metric}", value, sync_dist=True)
-                module.log(f"by_regularizer/{regularizer}/val_{metric}", value, sync_dist=True)
+                module.log(f"val_by_model/{model}/{metric}", value, sync_dist=True)
+                module.log(f"val_by_regularizer/{regularizer}/{metric}", value, sync_dist=True)
 
     @staticmethod
     def _names(module: L.LightningModule) -> tuple[str, str]:
@@ -236,7 +240,7 @@ class HParams(L.Callback):
         writer = getattr(trainer.logger, "experiment", None)
         if not trainer.is_global_zero or not isinstance(writer, SummaryWriter):
             return
-        values = {**self.values, "precision": str(trainer.precision)}
+        values = self.values
         columns = [hp.HParam(name, display_name=name.replace("_", " ")) for name in values]
         metrics = [hp.Metric(tag, display_name=name) for tag, name in HPARAMS_METRICS.items()]
         writer.file_writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
@@ -250,7 +254,7 @@ class HParams(L.Callback):
         score = best.best_model_score if best is not None else None
         writer = getattr(trainer.logger, "experiment", None)
         if trainer.is_global_zero and score is not None and isinstance(writer, SummaryWriter):
-            writer.add_scalar("val/best_acc", float(score), trainer.current_epoch)
+            writer.add_scalar("val/best_acc", float(score), trainer.current_epoch - 1)  # at the last epoch
 
 
 def _hparam_value(value: Any) -> bool | float | str:

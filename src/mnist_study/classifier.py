@@ -113,7 +113,9 @@ class MNISTClassifier(L.LightningModule):
             # torchmetrics already synced the value across ranks; sync_dist only quiets Lightning's warning
             on_bar = stage == "val" and name == "acc"
             self.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True, prog_bar=on_bar)
-        self.log("step", float(self.current_epoch), add_dataloader_idx=False, sync_dist=True)
+        # The test runs after the last epoch (current_epoch is then max_epochs): draw it at the last epoch.
+        epoch = self.current_epoch - 1 if stage == "test" and self.current_epoch > 0 else self.current_epoch
+        self.log("step", float(epoch), add_dataloader_idx=False, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer, scheduler = build_optimizer(

@@ -16,7 +16,7 @@ from mnist_study.backbones import NUM_CLASSES
 from mnist_study.datamodule import MEAN, STD
 
 
-class TestSetErrors(L.Callback):
+class ErrorAnalysis(L.Callback):
     """Needs `test_step` to return the batch's logits."""
 
     def __init__(self, num_images: int = 24) -> None:

@@ -277,4 +277,25 @@ def job_dirname(override_dirname: str, limit: int = MAX_NAME_BYTES) -> str:
     return f"{head}_{digest}"
 
 
+def split_overrides(override_dirname: str) -> list[str]:
+    """Hydra's `key=value,key=value` back into its items; commas inside [...] or {...} belong to a value."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(override_dirname):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            items.append(override_dirname[start:i])
+            start = i + 1
+    items.append(override_dirname[start:])
+    return [item for item in items if item]
+
+
+def run_name(model: str, regularizer: str, override_dirname: str, limit: int = MAX_NAME_BYTES) -> str:
+    """A run's folder (and TensorBoard) name: the network first, then the run's other overrides:
+    `cnn-bn`, `cnn-bn,seed=1`, `mlp-none,optimizer.lr=0.002`; within `limit` bytes (see job_dirname)."""
+    network = ("model", "regularizer")
+    others = [o for o in split_overrides(override_dirname) if o.split("=", 1)[0].lstrip("+~") not in network]
+    return job_dirname(",".join([f"{model}-{regularizer}", *others]), limit)
+
+
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_study.checkpoint_io import (
     AtomicCheckpointIO,
@@ -27,7 +29,7 @@ from mnist_study.checkpoint_io import (
 from mnist_study.classifier import MNISTClassifier
 from mnist_study.cli import FAILURE_FILE, in_multirun
 from mnist_study.datamodule import MNISTDataModule
-from mnist_study.error_analysis import TestSetErrors
+from mnist_study.error_analysis import ErrorAnalysis
 from mnist_study.errors import UserError
 from mnist_study.precision import cpu_name, resolve_precision
 from mnist_study.run_guard import hold_run_folder, start_run
@@ -237,10 +239,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.data.on_device,
     )
     started = datetime.now(timezone.utc)
-    trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint)
-    best = trainer.checkpoint_callback
-    tested = best.best_model_path if best is not None else None  # none saved with debug=fast: the last weights
-    trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False)
+    # Log lines printed while a progress bar is drawn go through tqdm, so they do not end up on the bar's line.
+    with (
+        logging_redirect_tqdm([logging.root, logging.getLogger("lightning.pytorch")])
+        if trainer.progress_bar_callback
+        else nullcontext()
+    ):
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint)
+        best = trainer.checkpoint_callback
+        tested = best.best_model_path if best is not None else None  # none saved with debug=fast: the last weights
+        trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False)
     finished = datetime.now(timezone.utc)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -248,7 +256,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["best_val/acc"] = float(best.best_model_score)
     result = {**metrics, **run_facts(cfg, classifier, trainer), "started": started.isoformat()}
     result |= {"finished": finished.isoformat(), "seconds": (finished - started).total_seconds()}
-    if errors := next((c for c in trainer.callbacks if isinstance(c, TestSetErrors)), None):
+    if errors := next((c for c in trainer.callbacks if isinstance(c, ErrorAnalysis)), None):
         result |= {"per_class_acc": errors.per_class_acc, "confusion_matrix": errors.confusion_matrix}
     if trainer.is_global_zero:
         trainer.logger.finalize("success")
