@@ -26,6 +26,7 @@ from omegaconf import DictConfig, open_dict
 from mnist_study.callbacks import EpochTimer, synchronize
 from mnist_study.datamodule import MNISTDataModule
 from mnist_study.optim import build_optimizer
+from mnist_study.precision import cpu_name
 from mnist_study.training import build_classifier, build_datamodule, build_trainer
 from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
 
@@ -41,9 +42,10 @@ def project_epochs(cfg: DictConfig) -> list[float]:
     return timer.epoch_seconds
 
 
-def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.device) -> list[float]:
-    """The loop a careful person writes by hand: same network, optimizer, schedule and data tensors, and the
-    same per-epoch numbers train.py logs (training and validation loss and accuracy), summed on the device."""
+def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.device, precision: str) -> list[float]:
+    """The loop a careful person writes by hand: same network, optimizer, schedule, precision and data tensors,
+    and the same per-epoch numbers train.py logs (training and validation loss and accuracy), on the device."""
+    bf16 = precision.startswith("bf16")
     L.seed_everything(cfg.seed, verbose=False)
     classifier = build_classifier(cfg)
     classifier.configure_model()  # the same speed switches (channels_last, compile) as in training
@@ -59,8 +61,9 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
         net.train()
         train_loss, train_correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
         for images, labels in loader:
-            logits = net(images)
-            loss = F.cross_entropy(logits, labels)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):  # what bf16-mixed does
+                logits = net(images)
+                loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -70,7 +73,7 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
             train_correct += (logits.argmax(1) == labels).sum()
         net.eval()
         val_loss, val_correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for images, labels in datamodule.val_dataloader():  # type: ignore[union-attr]
                 logits = net(images)
                 val_loss += F.cross_entropy(logits, labels, reduction="sum")
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         datamodule.trainer = trainer  # the same device placement as in training
         datamodule.prepare_data()
         datamodule.setup("fit")
-        raw = statistics.median(raw_epochs(cfg, datamodule, device)[1:] or [float("nan")])
+        raw = statistics.median(raw_epochs(cfg, datamodule, device, str(trainer.precision))[1:] or [float("nan")])
         project = statistics.median(project_epochs(cfg)[1:] or [float("nan")])
         rows.append((model, raw, project))
         print(f"{model}: raw {raw:.3f} s/epoch, project {project:.3f} s/epoch, ratio {project / raw:.2f}", flush=True)
@@ -148,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
             seconds = per_sample_epoch(cfg, device)
             print(f"{model}: torchvision Dataset + DataLoader, training only: {seconds:.3f} s/epoch", flush=True)
 
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    device_name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    )
+    device_name += f"; precision {trainer.precision}"
     print(f"\n{device_name}; batch {cfg.data.batch_size}; overrides: {' '.join(args.overrides) or 'none'}")
     print("| model | raw PyTorch (s/epoch) | project (s/epoch) | ratio |\n|---|---|---|---|")
     for model, raw, project in rows:
