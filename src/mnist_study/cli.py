@@ -36,6 +36,8 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     failed.txt and exits with 128 + the signal; in a sweep the jobs after it are not started."""
     installed_here = guard.install()
     multirun = in_multirun()
+    if installed_here and not multirun:  # called in-process (tests, notebooks): a stop of an earlier run is old
+        guard.signum = None
     try:
         if guard.signum is not None:  # the sweep was stopped before this job
             return not_started(guard.signum)
