@@ -170,7 +170,7 @@ def write_pickle(path: Path) -> None:
     [
         ("model=mlp", "was trained with model=softmax, this run has model=mlp: pass model=softmax to resume it"),
         ("optimizer=sgd", "was trained with optimizer=adam, this run has optimizer=sgd: pass optimizer=adam"),
-        ("optimizer.lr=0.01", "was trained with optimizer.lr=0.002, this run has optimizer.lr=0.01: pass optimizer.l"),
+        ("optimizer.lr=0.01", "was trained with optimizer.lr=0.0005, this run has optimizer.lr=0.01: pass optimizer.l"),
         ("scheduler=cosine", "was trained with scheduler=onecycle, this run has scheduler=cosine"),
         ("regularizer=bn", "was trained with regularizer=none, this run has regularizer=bn"),
         ("trainer.max_epochs=3", "follows a onecycle schedule planned for trainer.max_epochs=2 (20 steps), this run "

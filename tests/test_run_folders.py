@@ -121,7 +121,7 @@ def test_two_sweeps_into_one_folder_never_train_the_same_job(synthetic_mnist, tm
     softmax, mlp = (next(sweep_dir.glob(f"{model}-*")) for model in ("softmax", "mlp"))
     assert (mlp / "result.json").is_file() and not (softmax / "result.json").exists()
     assert not (softmax / "failed.txt").exists()  # nothing written into the folder the other sweep owns
-    assert "model=softmax" in (sweep_dir / "report.md").read_text()
+    assert "softmax-none" in (sweep_dir / "report.md").read_text()  # the job it could not train, listed
 
     code, _, stderr = first.finish()
     assert code == 0, stderr[-3000:]  # its report: both jobs done, one by each sweep

@@ -132,7 +132,7 @@ def test_speed_switches_train_the_same_network(make_cfg, tmp_path: Path) -> None
 
 def test_adam_takes_each_networks_own_learning_rate_unless_told_otherwise(make_cfg) -> None:
     assert make_cfg("model=mlp").optimizer.lr == 0.001
-    assert make_cfg("model=cnn").optimizer.lr == make_cfg("model=cnn", "optimizer=adamw").optimizer.lr == 0.002
+    assert make_cfg("model=cnn").optimizer.lr == make_cfg("model=cnn", "optimizer=adamw").optimizer.lr == 0.004
     assert make_cfg("model=cnn", "optimizer.lr=0.01").optimizer.lr == 0.01
     assert make_cfg("model=cnn", "optimizer=sgd").optimizer.lr == 0.05
 
