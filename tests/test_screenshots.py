@@ -71,6 +71,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow  # a browser and TensorBoard on 2 cores: its 60 s drawing timeout is too tight under load
 @pytest.mark.skipif(screenshots.find_browser() is None, reason="needs chromium on PATH (CI has none)")
 def test_screenshots_of_a_small_sweep(tmp_path: Path) -> None:
     write_small_sweep(tmp_path / "logs")
