@@ -38,15 +38,30 @@ def test_epochs_are_the_x_axis_and_the_learning_rate_is_logged_per_step(make_cfg
     train(make_cfg("model=softmax", "trainer.max_epochs=3", "trainer.log_every_n_steps=2"))
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    for tag in ("train/acc", "val/loss", "time/epoch_s", "val_by_model/softmax/acc"):
+    epoch_tags = ("train/acc", "val/loss", "train/epoch_s", "val_by_model/softmax/acc", "val_vs_train/run/train_acc")
+    for tag in epoch_tags:
         assert [e.step for e in events.Scalars(tag)] == [0, 1, 2], tag
-    rates = events.Scalars("lr-Adam")
+    for tag in ("val_best/test_acc", "val_best/val_acc", "val_best/confusion_matrix"):  # one point: the last epoch
+        assert [e.step for e in (events.Images if "matrix" in tag else events.Scalars)(tag)] == [2], tag
+    rates = events.Scalars("train/lr")
     assert len(rates) > 3 and rates[-1].step > 2  # per optimizer step: the one-cycle shape is visible
     assert max(e.value for e in rates) == pytest.approx(0.0005, rel=0.05)  # tuned_lr.softmax
 
 
+def test_time_series_opens_on_the_training_and_validation_curves(sweep: Path) -> None:
+    """TensorBoard's Time Series groups the cards by the tag's first segment, sorts the groups and expands only the
+    first two: they must be train/ and val/, not the comparison copies or single-point cards."""
+    for run in (r for r in sweep.iterdir() if (r / "result.json").is_file()):
+        events = EventAccumulator(str(run))
+        events.Reload()
+        tags = events.Tags()
+        groups = sorted({tag.split("/", 1)[0] for tag in tags["scalars"] + tags["images"]})
+        assert groups[:2] == ["train", "val"], groups
+        assert set(groups) == {"train", "val", "val_best", "val_by_model", "val_by_regularizer", "val_vs_train"}
+
+
 def test_the_comparison_layout_holds_only_the_sweeps_models_and_regularizers(sweep: Path) -> None:
-    titles = set()
+    titles, runs = set(), set()
     for run in sweep.iterdir():
         if not (run / ".hydra").is_dir():
             continue
@@ -57,9 +72,13 @@ def test_the_comparison_layout_holds_only_the_sweeps_models_and_regularizers(swe
         titles |= {chart.title for category in layout.category for chart in category.chart}
         result = json.loads((run / "result.json").read_text())
         model, regularizer = result["model"], result["regularizer"]
-        assert f"val_by_model/{model}/acc" in scalars(run) and f"val_by_regularizer/{regularizer}/loss" in scalars(run)
+        logged = scalars(run)
+        assert f"val_by_model/{model}/acc" in logged and f"val_by_regularizer/{regularizer}/loss" in logged
+        assert logged[f"val_vs_train/{run.name}/train_loss"] == logged["train/loss"]  # this run's chart, its own tags
+        assert logged[f"val_vs_train/{run.name}/val_acc"] == logged["val/acc"]
+        runs.add(run.name)
     per_network = {f"{name}: val {m}" for name in ("softmax", "mlp", "none", "bn") for m in ("acc", "loss")}
-    assert titles == per_network | {"accuracy: train and val", "loss: train and val"}
+    assert len(runs) == 4 and titles == per_network | {f"{run}: {m}" for run in runs for m in ("acc", "loss")}
 
 
 def test_experiment_study_is_the_nine_network_grid() -> None:
@@ -106,7 +125,7 @@ def test_bf16_runs_are_reproducible_bit_for_bit(make_cfg, tmp_path: Path) -> Non
     for name in ("first", "second"):
         train(make_cfg("model=mlp", "regularizer=dropout", "trainer.precision=bf16-mixed", output_dir=tmp_path / name))
     first, second = scalars(tmp_path / "first"), scalars(tmp_path / "second")
-    assert all(first[tag] == second[tag] for tag in ("train/loss", "val/loss", "val/acc", "test/acc"))
+    assert all(first[tag] == second[tag] for tag in ("train/loss", "val/loss", "val/acc", "val_best/test_acc"))
 
 
 def test_hparams_declare_the_same_columns_for_every_run_of_a_sweep(sweep: Path) -> None:
@@ -119,7 +138,7 @@ def test_hparams_declare_the_same_columns_for_every_run_of_a_sweep(sweep: Path) 
         experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
         columns = [h.name for h in experiment.hparam_infos]
         assert columns == ["model", "regularizer", "lr", "seed", "optimizer"]  # TensorBoard shows 5 by default
-        assert {m.name.tag for m in experiment.metric_infos} >= {"test/acc", "val/best_acc"}
+        assert {m.name.tag for m in experiment.metric_infos} >= {"val_best/test_acc", "val_best/val_acc"}
         session = plugin_data_pb2.HParamsPluginData.FromString(
             content["_hparams_/session_start_info"]
         ).session_start_info
@@ -127,6 +146,7 @@ def test_hparams_declare_the_same_columns_for_every_run_of_a_sweep(sweep: Path) 
         assert session.hparams["model"].string_value == result["model"]
         assert session.hparams["regularizer"].string_value == result["regularizer"]
         assert session.group_name == run.name
+        assert scalars(run)["val_best/test_acc"] == [pytest.approx(result["test/acc"])]  # the table's test acc
 
 
 def test_the_tested_checkpoints_mistakes_are_drawn_and_counted(make_cfg, tmp_path: Path) -> None:
@@ -139,7 +159,7 @@ def test_the_tested_checkpoints_mistakes_are_drawn_and_counted(make_cfg, tmp_pat
         assert (tmp_path / "run" / f"{name}.png").stat().st_size > 5_000
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    assert {"test/confusion_matrix", "test/misclassified"} <= set(events.Tags()["images"])
+    assert {"val_best/confusion_matrix", "val_best/misclassified"} <= set(events.Tags()["images"])
 
 
 def test_every_epoch_gets_a_summary_line_in_the_log(make_cfg, caplog) -> None:

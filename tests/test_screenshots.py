@@ -56,12 +56,13 @@ def write_small_sweep(logdir: Path) -> None:
 
     for model, offset in (("mlp", 0.0), ("cnn", 0.05)):
         with SummaryWriter(logdir / f"model={model}") as writer:
-            writer.add_custom_scalars(comparison_layout(model, "none"))
+            writer.add_custom_scalars(comparison_layout(f"model={model}", model, "none"))
             config = hp.hparams_config_pb(hparams=[hp.HParam("model")], metrics=[hp.Metric("val/acc")])
             writer.file_writer.add_summary(config)
             writer.file_writer.add_summary(hp.hparams_pb({"model": model}, trial_id=model))
             for epoch in range(3):
-                for tag in ("train/acc", "val/acc", f"val_by_model/{model}/acc", "val_by_regularizer/none/acc"):
+                tags = ("train/acc", "val/acc", f"val_by_model/{model}/acc", "val_by_regularizer/none/acc")
+                for tag in (*tags, *(f"val_vs_train/model={model}/{stage}_acc" for stage in ("train", "val"))):
                     writer.add_scalar(tag, 0.8 + offset + 0.05 * epoch, epoch)
 
 

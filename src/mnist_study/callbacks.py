@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,17 @@ from mnist_study.errors import UserError
 log = logging.getLogger(__name__)
 
 
+EPOCH_SECONDS, IMAGES_PER_SECOND = "train/epoch_s", "train/images_per_s"
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 class EpochTimer(L.Callback):
-    """Logs `time/epoch_s` (training + validation) and `time/train_images_per_s` (training only) per epoch."""
+    """Logs `train/epoch_s` (the seconds of an epoch: training + validation) and `train/images_per_s` (training
+    only) per epoch."""
 
     def __init__(self) -> None:
         self.epoch_seconds: list[float] = []
@@ -52,10 +57,8 @@ class EpochTimer(L.Callback):
         now = time.perf_counter()
         self.epoch_seconds.append(now - self._start)
         train_seconds = (self._train_end or now) - self._start
-        module.log("time/epoch_s", self.epoch_seconds[-1], sync_dist=True)
-        module.log(
-            "time/train_images_per_s", self._images * trainer.world_size / max(train_seconds, 1e-9), sync_dist=True
-        )
+        module.log(EPOCH_SECONDS, self.epoch_seconds[-1], sync_dist=True)
+        module.log(IMAGES_PER_SECOND, self._images * trainer.world_size / max(train_seconds, 1e-9), sync_dist=True)
 
 
 class DivergenceError(UserError):
@@ -148,19 +151,20 @@ class EpochSeed(L.Callback):
         torch.manual_seed(self.seed * 100_003 + trainer.current_epoch * 101 + trainer.global_rank)
 
 
-def comparison_layout(model: str, regularizer: str) -> dict:
+def comparison_layout(run: str, model: str, regularizer: str) -> dict:
     """This run's part of TensorBoard's custom-scalars layout. TensorBoard merges the layouts of all runs in a
-    log directory, so the page holds charts for exactly the models and regularizers present: per model its
-    regularizers, per regularizer its models (validation), and training against validation for every run."""
+    log directory (the charts of same-titled categories), so the page holds charts for exactly the runs, models
+    and regularizers present: per run its training against its validation curves, per model its regularizers,
+    per regularizer its models (validation)."""
+
+    def per_run(metric: str) -> dict:
+        return {f"{run}: {metric}": ["Multiline", [f"^val_vs_train/{re.escape(run)}/(train|val)_{metric}$"]]}
 
     def chart(kind: str, name: str, metric: str) -> dict:
-        return {f"{name}: val {metric}": ["Multiline", [f"^val_by_{kind}/{name}/{metric}$"]]}
+        return {f"{name}: val {metric}": ["Multiline", [f"^val_by_{kind}/{re.escape(name)}/{metric}$"]]}
 
     return {
-        "Train vs validation (one color per run)": {
-            "accuracy: train and val": ["Multiline", ["^(train|val)/acc$"]],
-            "loss: train and val": ["Multiline", ["^(train|val)/loss$"]],
-        },
+        "Per run: train against validation": per_run("acc") | per_run("loss"),
         "Per model: accuracy": chart("model", model, "acc"),
         "Per model: loss": chart("model", model, "loss"),
         "Per regularizer: accuracy": chart("regularizer", regularizer, "acc"),
@@ -168,25 +172,57 @@ def comparison_layout(model: str, regularizer: str) -> dict:
     }
 
 
+def run_name(trainer: L.Trainer) -> str:
+    """The run as TensorBoard lists it in a sweep: its folder's name (cnn-bn,seed=1)."""
+    return Path(trainer.default_root_dir).name
+
+
 class StudyComparison(L.Callback):
-    """The validation metrics again under tags that only runs of one model (one regularizer) have, and the
-    custom-scalars layout that draws them: per model its regularizers, per regularizer its models."""
+    """The epoch's metrics again under tags that only one run (one model, one regularizer) has, and the
+    custom-scalars layout that draws them: per run train against validation, per model its regularizers, per
+    regularizer its models. Their groups (val_by_model/, val_by_regularizer/, val_vs_train/) sort after train/
+    and val/, which Time Series shows first. Written when the next epoch starts or training ends: only then
+    has the module logged the epoch's training metrics."""
+
+    def __init__(self) -> None:
+        self._finished: int | None = None
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        writer = getattr(trainer.logger, "experiment", None)
-        if trainer.is_global_zero and isinstance(writer, SummaryWriter):
-            writer.add_custom_scalars(comparison_layout(*self._names(module)))
+        if writer := rank_zero_writer(trainer):
+            writer.add_custom_scalars(comparison_layout(run_name(trainer), *self._names(module)))
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        model, regularizer = self._names(module)
-        for metric in ("acc", "loss"):  # validation ran before on_train_epoch_end: its values are in
-            if (value := trainer.callback_metrics.get(f"val/{metric}")) is not None:
-                module.log(f"val_by_model/{model}/{metric}", value, sync_dist=True)
-                module.log(f"val_by_regularizer/{regularizer}/{metric}", value, sync_dist=True)
+        self._finished = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._write(trainer, module)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._write(trainer, module)
+
+    def _write(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        epoch, self._finished = self._finished, None
+        if epoch is None or not (writer := rank_zero_writer(trainer)):
+            return
+        model, regularizer, run = *self._names(module), run_name(trainer)
+        metrics = trainer.callback_metrics  # already synced across ranks
+        for metric in ("acc", "loss"):
+            if (value := metrics.get(f"val/{metric}")) is not None:
+                writer.add_scalar(f"val_by_model/{model}/{metric}", float(value), epoch)
+                writer.add_scalar(f"val_by_regularizer/{regularizer}/{metric}", float(value), epoch)
+            for stage in ("train", "val"):
+                if (value := metrics.get(f"{stage}/{metric}")) is not None:
+                    writer.add_scalar(f"val_vs_train/{run}/{stage}_{metric}", float(value), epoch)
 
     @staticmethod
     def _names(module: L.LightningModule) -> tuple[str, str]:
         return module.hparams["model"]["name"], module.hparams["regularizer"]["name"]
+
+
+def rank_zero_writer(trainer: L.Trainer) -> SummaryWriter | None:
+    """The TensorBoard writer, on the rank that writes the logs."""
+    writer = getattr(trainer.logger, "experiment", None)
+    return writer if trainer.is_global_zero and isinstance(writer, SummaryWriter) else None
 
 
 class EpochSummary(L.Callback):
@@ -214,16 +250,19 @@ class EpochSummary(L.Callback):
         for stage in ("train", "val"):
             if f"{stage}/loss" in metrics:
                 parts.append(f"{stage} loss {metrics[f'{stage}/loss']:.4f} acc {metrics[f'{stage}/acc']:.4f}")
-        if "time/epoch_s" in metrics:
-            parts.append(f"{metrics['time/epoch_s']:.1f} s")
+        if EPOCH_SECONDS in metrics:
+            parts.append(f"{metrics[EPOCH_SECONDS]:.1f} s")
         log.info("  ".join(parts))
         self._finished = None
 
 
+# The tested (best-validation) checkpoint's numbers, as TensorBoard tags: their group sorts after train/ and val/.
+TESTED = {"test/acc": "val_best/test_acc", "test/loss": "val_best/test_loss"}
+BEST_VAL_ACC = "val_best/val_acc"
 HPARAMS_METRICS = {
-    "test/acc": "test acc",
-    "test/loss": "test loss",
-    "val/best_acc": "best val acc",
+    TESTED["test/acc"]: "test acc",
+    TESTED["test/loss"]: "test loss",
+    BEST_VAL_ACC: "best val acc",
     "val/acc": "last val acc",
 }
 
@@ -231,30 +270,32 @@ HPARAMS_METRICS = {
 class HParams(L.Callback):
     """TensorBoard's HPARAMS tab, declared with its own API: the experiment's columns (these hyper-parameters,
     with display names, and the metrics) and this run's values. Every run declares the same columns, so the
-    table and the parallel-coordinates view show every run of a sweep, whatever model it trains."""
+    table and the parallel-coordinates view show every run of a sweep, whatever model it trains. The metrics
+    of the tested checkpoint (val_best/*) are written here, at the last epoch, once it has been tested."""
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.values = dict(values)
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        writer = getattr(trainer.logger, "experiment", None)
-        if not trainer.is_global_zero or not isinstance(writer, SummaryWriter):
+        if not (writer := rank_zero_writer(trainer)):
             return
-        values = self.values
-        columns = [hp.HParam(name, display_name=name.replace("_", " ")) for name in values]
+        columns = [hp.HParam(name, display_name=name.replace("_", " ")) for name in self.values]
         metrics = [hp.Metric(tag, display_name=name) for tag, name in HPARAMS_METRICS.items()]
         writer.file_writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
-        run_name = Path(trainer.default_root_dir).name
-        writer.file_writer.add_summary(
-            hp.hparams_pb({k: _hparam_value(v) for k, v in values.items()}, trial_id=run_name)
-        )
+        values = {k: _hparam_value(v) for k, v in self.values.items()}
+        writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=run_name(trainer)))
 
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not (writer := rank_zero_writer(trainer)):
+            return
+        last_epoch = max(trainer.current_epoch - 1, 0)  # after fit, current_epoch is the number of epochs run
+        for metric, tag in TESTED.items():
+            if (value := trainer.callback_metrics.get(metric)) is not None:
+                writer.add_scalar(tag, float(value), last_epoch)
         best = trainer.checkpoint_callback
-        score = best.best_model_score if best is not None else None
-        writer = getattr(trainer.logger, "experiment", None)
-        if trainer.is_global_zero and score is not None and isinstance(writer, SummaryWriter):
-            writer.add_scalar("val/best_acc", float(score), trainer.current_epoch - 1)  # at the last epoch
+        if best is not None and best.best_model_score is not None:  # not known after ddp_spawn
+            writer.add_scalar(BEST_VAL_ACC, float(best.best_model_score), last_epoch)
+        writer.flush()
 
 
 def _hparam_value(value: Any) -> bool | float | str:

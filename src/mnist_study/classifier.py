@@ -105,17 +105,21 @@ class MNISTClassifier(L.LightningModule):
         self.log_epoch("test")
 
     def log_epoch(self, stage: str) -> None:
-        """`<stage>/acc` and `<stage>/loss`, with the epoch as TensorBoard's x-axis (Lightning's `step` key)."""
+        """`<stage>/acc` and `<stage>/loss`, with the epoch as TensorBoard's x-axis (Lightning's `step` key).
+        The test result is not logged to TensorBoard here: callbacks.HParams writes it with the run's
+        hyper-parameters, as val_best/*, so that train/ and val/ stay the first groups of Time Series."""
         metric = self.metrics[f"{stage}_metric"]
         values = metric.compute()
         metric.reset()
+        to_logger = stage != "test"
         for name, value in values.items():
             # torchmetrics already synced the value across ranks; sync_dist only quiets Lightning's warning
             on_bar = stage == "val" and name == "acc"
-            self.log(f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True, prog_bar=on_bar)
-        # The test runs after the last epoch (current_epoch is then max_epochs): draw it at the last epoch.
-        epoch = self.current_epoch - 1 if stage == "test" and self.current_epoch > 0 else self.current_epoch
-        self.log("step", float(epoch), add_dataloader_idx=False, sync_dist=True)
+            self.log(
+                f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True, prog_bar=on_bar, logger=to_logger
+            )
+        if to_logger:
+            self.log("step", float(self.current_epoch), add_dataloader_idx=False, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer, scheduler = build_optimizer(
@@ -126,4 +130,6 @@ class MNISTClassifier(L.LightningModule):
         )
         if scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # "name": the tag under which LearningRateMonitor logs the rate, in TensorBoard's train/ group
+        schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

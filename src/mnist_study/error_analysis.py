@@ -9,10 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_study.backbones import NUM_CLASSES
+from mnist_study.callbacks import rank_zero_writer
 from mnist_study.datamodule import MEAN, STD
 
 
@@ -48,14 +48,18 @@ class ErrorAnalysis(L.Callback):
         self.per_class_acc = (matrix.diag() / matrix.sum(1).clamp(min=1)).tolist()
         if not trainer.is_global_zero:
             return
+        import matplotlib.pyplot as plt  # figures are made with the Agg backend (confusion_figure)
+
         figures = {"confusion_matrix": confusion_figure(matrix), "misclassified": mistakes_figure(*self.worst_on_cpu())}
-        writer = getattr(trainer.logger, "experiment", None)
+        writer = rank_zero_writer(trainer)
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         for name, figure in figures.items():
             figure.savefig(run_dir / f"{name}.png", dpi=90)
-            if isinstance(writer, SummaryWriter):
-                writer.add_figure(f"test/{name}", figure, global_step=trainer.current_epoch)  # closes the figure
+            if writer is not None:  # beside the tested checkpoint's numbers (callbacks.HParams), at the last epoch
+                writer.add_figure(f"val_best/{name}", figure, global_step=max(trainer.current_epoch - 1, 0))
+            else:
+                plt.close(figure)
 
     def worst_on_cpu(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if self.worst is None:

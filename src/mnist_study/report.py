@@ -40,7 +40,9 @@ STUDY_MODELS, STUDY_REGULARIZERS, STUDY_EPOCHS = ("softmax", "mlp", "cnn"), ("no
 BASELINE = "none"  # the regularizer the others are compared with
 CLASSES = 10
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
-EPOCH_TAGS = (*CURVES, "time/epoch_s", "time/train_images_per_s")
+EPOCH_SECONDS, IMAGES_PER_SECOND = "train/epoch_s", "train/images_per_s"  # as callbacks.EpochTimer logs them
+EPOCH_TAGS = (*CURVES, EPOCH_SECONDS, IMAGES_PER_SECOND)
+OLD_TAGS = {"time/epoch_s": EPOCH_SECONDS, "time/train_images_per_s": IMAGES_PER_SECOND}  # runs before 2026-12
 # Left out of the run folders' names by conf/train.yaml; used for runs whose .hydra/hydra.yaml is missing.
 NOT_DISTINGUISHING = (
     "ckpt_path", "data.data_dir", "data.checksums", "data.download", "trainer.enable_progress_bar",
@@ -117,7 +119,7 @@ def read_events(run_dir: Path) -> tuple[dict[str, list[float]], float | None]:
     """The scalars of each tag, in step order, and the wall time of the first event logged (None: none)."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+    scalars = {OLD_TAGS.get(tag, tag): events.Scalars(tag) for tag in events.Tags()["scalars"]}
     first = min((e.wall_time for values in scalars.values() for e in values), default=None)
     return {tag: [e.value for e in values] for tag, values in scalars.items()}, first
 
@@ -328,7 +330,7 @@ def findings(runs: list[Run]) -> list[str]:
             ranking = " > ".join(f"{m} ({100 * a:.2f}%)" for m, a in sorted(means.items(), key=lambda kv: -kv[1]))
             sentences.append(f"With `{reg}`: {ranking}.")
     for model in models:
-        times = {reg: mean_std(r.mean("time/epoch_s") for r in group(runs, model, reg))[0] for reg in ("none", "bn")}
+        times = {reg: mean_std(r.mean(EPOCH_SECONDS) for r in group(runs, model, reg))[0] for reg in ("none", "bn")}
         if not math.isnan(times["none"]) and not math.isnan(times["bn"]):
             change = 100 * (times["bn"] / times["none"] - 1)
             sentences.append(
@@ -424,8 +426,8 @@ def results_table(runs: list[Run]) -> list[str]:
         val = mean_std(r.best_val_acc for r in members if r.best_val_acc is not None)
         best_epochs = [r.best_val_epoch for r in members if r.best_val_epoch is not None]
         epoch = f" @ {statistics.fmean(best_epochs):.3g}" if best_epochs else ""
-        time = mean_std(r.mean("time/epoch_s") for r in members)
-        speed = mean_std(r.mean("time/train_images_per_s") for r in members)
+        time = mean_std(r.mean(EPOCH_SECONDS) for r in members)
+        speed = mean_std(r.mean(IMAGES_PER_SECOND) for r in members)
         lines.append(
             f"| {model} | {reg} | {fmt(acc[0], acc[1], 100)} | {fmt(loss[0], loss[1], 1, 4)} | "
             f"{fmt(val[0], val[1], 100)}{epoch} | {fmt(time[0], time[1])} | {fmt(speed[0], math.nan, 1, 0)} | "
