@@ -15,6 +15,9 @@ from omegaconf import DictConfig, open_dict
 
 from mnist_study import mnist_files
 
+if "PYTEST_XDIST_WORKER" in os.environ:  # the suite runs on `-n auto` workers, one per core: one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in the test subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TRAIN_SIZE, TEST_SIZE, VAL_SIZE = 600, 200, 100
@@ -121,3 +124,11 @@ def sweep(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path_factory: pytest
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return sweep_dir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `-n auto --dist loadgroup` the tests that read a `sweep` (the session's, or q1's) share one worker, so
+    that each sweep runs once; the other tests go to whichever worker is free."""
+    for item in items:
+        if "sweep" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("sweeps"))

@@ -1,16 +1,19 @@
 """Epoch time of the project's training path (Lightning + Hydra config) against a raw PyTorch loop.
 
-    python -m mnist_study.bench [--models softmax mlp cnn] [--epochs 4] [override ...]
+    python -m mnist_study.bench [--models softmax mlp cnn] [--regularizers none dropout bn]
+        [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [override ...]
 
 Both sides train the same network with the same optimizer, schedule, batch size and device, on the same
 tensor-resident data, and evaluate the validation split every epoch; the ratio is project / raw.
 Overrides are train.py's (e.g. trainer=gpu, data.batch_size=512). The first epoch is warm-up and is left
-out; the median of the rest is reported.
+out; the median of the rest is reported. Every model runs with every regularizer and precision given;
+--train-batches cuts both sides' epochs to N training batches (for slow cases, e.g. bf16 on a CPU without it).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import statistics
 import tempfile
@@ -50,7 +53,8 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
     classifier = build_classifier(cfg)
     classifier.configure_model()  # the same speed switches (channels_last, compile) as in training
     net = classifier.net.to(device)
-    total_steps = cfg.trainer.max_epochs * len(datamodule.train_dataloader())
+    batches = train_batches(cfg, datamodule)
+    total_steps = cfg.trainer.max_epochs * batches
     optimizer, scheduler = build_optimizer(net.parameters(), cfg.optimizer, cfg.scheduler, total_steps)
     seconds = []
     for epoch in range(cfg.trainer.max_epochs):
@@ -60,7 +64,7 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
         start = time.perf_counter()
         net.train()
         train_loss, train_correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
-        for images, labels in loader:
+        for images, labels in itertools.islice(loader, batches):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):  # what bf16-mixed does
                 logits = net(images)
                 loss = F.cross_entropy(logits, labels)
@@ -82,6 +86,13 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
         synchronize(device)
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def train_batches(cfg: DictConfig, datamodule: MNISTDataModule) -> int:
+    """Training batches per epoch: all, or +trainer.limit_train_batches=N (--train-batches), as Lightning counts."""
+    batches = len(datamodule.train_dataloader())
+    limit = cfg.trainer.get("limit_train_batches")
+    return batches if limit is None else min(batches, int(limit))
 
 
 def per_sample_epoch(cfg: DictConfig, device: torch.device) -> float:
@@ -112,9 +123,16 @@ def per_sample_epoch(cfg: DictConfig, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def compose_config(model: str, epochs: int, overrides: list[str]) -> DictConfig:
+def compose_config(
+    model: str, epochs: int, overrides: list[str], regularizer: str | None = None, precision: str | None = None,
+    train_batches: int | None = None,
+) -> DictConfig:  # fmt: skip
+    """train.py's config with `overrides`, then the benchmark's own choices (None: the config's, or the override's)."""
+    chosen = {"model": model, "regularizer": regularizer, "trainer.precision": precision}
+    chosen |= {"+trainer.limit_train_batches": train_batches, "trainer.max_epochs": epochs}
+    own = [f"{key}={value}" for key, value in chosen.items() if value is not None]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"model={model}", f"trainer.max_epochs={epochs}"])
+        cfg = compose("train", overrides=[*overrides, *own])
     with open_dict(cfg):
         cfg.output_dir = tempfile.gettempdir()  # project_epochs trains in a temporary folder of its own
         cfg.trainer.enable_progress_bar = False  # as in every run that is not on an interactive terminal
@@ -124,7 +142,10 @@ def compose_config(model: str, epochs: int, overrides: list[str]) -> DictConfig:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["softmax", "mlp", "cnn"])
+    parser.add_argument("--regularizers", nargs="+", default=[None], help="e.g. none dropout bn (default: none)")
+    parser.add_argument("--precisions", nargs="+", default=[None], help="e.g. 32-true bf16-mixed (default: auto)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per side; the first is warm-up")
+    parser.add_argument("--train-batches", type=int, default=None, help="training batches per epoch (default: all)")
     parser.add_argument(
         "--per-sample", action="store_true", help="also time one epoch through torchvision's Dataset + DataLoader"
     )
@@ -135,18 +156,26 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # model summaries, "GPU available: ..."
 
     rows = []
-    for model in args.models:
-        cfg = compose_config(model, args.epochs, args.overrides)
-        trainer = build_trainer(cfg, Path(tempfile.gettempdir()))
+    for model, regularizer, precision in itertools.product(args.models, args.regularizers, args.precisions):
+        cfg = compose_config(model, args.epochs, args.overrides, regularizer, precision, args.train_batches)
+        trainer = build_trainer(cfg, Path(tempfile.gettempdir()))  # resolves precision=auto, as train.py does
         device = trainer.strategy.root_device
         datamodule = build_datamodule(cfg)
         datamodule.trainer = trainer  # the same device placement as in training
         datamodule.prepare_data()
         datamodule.setup("fit")
-        raw = statistics.median(raw_epochs(cfg, datamodule, device, str(trainer.precision))[1:] or [float("nan")])
+        precision = str(trainer.precision)
+        with open_dict(cfg):
+            cfg.trainer.precision = precision
+        raw = statistics.median(raw_epochs(cfg, datamodule, device, precision)[1:] or [float("nan")])
         project = statistics.median(project_epochs(cfg)[1:] or [float("nan")])
-        rows.append((model, raw, project))
-        print(f"{model}: raw {raw:.3f} s/epoch, project {project:.3f} s/epoch, ratio {project / raw:.2f}", flush=True)
+        regularizer = cfg.regularizer.name
+        rows.append((model, regularizer, precision, raw, project))
+        print(
+            f"{model}-{regularizer} ({precision}): raw {raw:.3f} s/epoch, project {project:.3f} s/epoch, "
+            f"ratio {project / raw:.2f}",
+            flush=True,
+        )
         if args.per_sample:
             seconds = per_sample_epoch(cfg, device)
             print(f"{model}: torchvision Dataset + DataLoader, training only: {seconds:.3f} s/epoch", flush=True)
@@ -154,11 +183,12 @@ def main(argv: list[str] | None = None) -> None:
     device_name = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     )
-    device_name += f"; precision {trainer.precision}"
-    print(f"\n{device_name}; batch {cfg.data.batch_size}; overrides: {' '.join(args.overrides) or 'none'}")
-    print("| model | raw PyTorch (s/epoch) | project (s/epoch) | ratio |\n|---|---|---|---|")
-    for model, raw, project in rows:
-        print(f"| {model} | {raw:.3f} | {project:.3f} | {project / raw:.2f} |")
+    batches = f"{args.train_batches} training batches an epoch" if args.train_batches else "whole epochs"
+    print(f"\n{device_name}; batch {cfg.data.batch_size}, {batches}; overrides: {' '.join(args.overrides) or 'none'}")
+    print("| model | regularizer | precision | raw PyTorch (s/epoch) | project (s/epoch) | ratio |")
+    print("|---|---|---|---|---|---|")
+    for model, regularizer, precision, raw, project in rows:
+        print(f"| {model} | {regularizer} | {precision} | {raw:.3f} | {project:.3f} | {project / raw:.2f} |")
 
 
 if __name__ == "__main__":

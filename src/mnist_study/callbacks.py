@@ -177,32 +177,47 @@ def run_name(trainer: L.Trainer) -> str:
     return Path(trainer.default_root_dir).name
 
 
-class StudyComparison(L.Callback):
-    """The epoch's metrics again under tags that only one run (one model, one regularizer) has, and the
-    custom-scalars layout that draws them: per run train against validation, per model its regularizers, per
-    regularizer its models. Their groups (val_by_model/, val_by_regularizer/, val_vs_train/) sort after train/
-    and val/, which Time Series shows first. Written when the next epoch starts or training ends: only then
-    has the module logged the epoch's training metrics."""
+class AfterEachEpoch(L.Callback):
+    """Calls `epoch_done(trainer, module, epoch)` on the logging rank once an epoch's metrics are all logged: when
+    the next epoch starts, training ends or stops. (Lightning runs a callback's on_train_epoch_end before the
+    module's, which logs the training metrics.)"""
 
     def __init__(self) -> None:
         self._finished: int | None = None
 
-    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if writer := rank_zero_writer(trainer):
-            writer.add_custom_scalars(comparison_layout(run_name(trainer), *self._names(module)))
+    def epoch_done(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
+        raise NotImplementedError
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._finished = trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._write(trainer, module)
+        self._flush(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._write(trainer, module)
+        self._flush(trainer, module)
 
-    def _write(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self._flush(trainer, module)  # a stopped run keeps its last finished epoch, which a resume does not redo
+
+    def _flush(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         epoch, self._finished = self._finished, None
-        if epoch is None or not (writer := rank_zero_writer(trainer)):
+        if epoch is not None and trainer.is_global_zero:
+            self.epoch_done(trainer, module, epoch)
+
+
+class StudyComparison(AfterEachEpoch):
+    """The epoch's metrics again under tags that only one run (one model, one regularizer) has, and the
+    custom-scalars layout that draws them: per run train against validation, per model its regularizers, per
+    regularizer its models. Their groups (val_by_model/, val_by_regularizer/, val_vs_train/) sort after train/
+    and val/, which Time Series shows first."""
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if writer := rank_zero_writer(trainer):
+            writer.add_custom_scalars(comparison_layout(run_name(trainer), *self._names(module)))
+
+    def epoch_done(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
+        if not (writer := rank_zero_writer(trainer)):
             return
         model, regularizer, run = *self._names(module), run_name(trainer)
         metrics = trainer.callback_metrics  # already synced across ranks
@@ -225,35 +240,19 @@ def rank_zero_writer(trainer: L.Trainer) -> SummaryWriter | None:
     return writer if trainer.is_global_zero and isinstance(writer, SummaryWriter) else None
 
 
-class EpochSummary(L.Callback):
+class EpochSummary(AfterEachEpoch):
     """One line per finished epoch in the log (and so on the screen):
-    `epoch 7/30  train loss 0.0213 acc 0.9934  val loss 0.0302 acc 0.9912  12.8 s`.
-    Printed when the next epoch starts or training ends: only then are the epoch's metrics all logged."""
+    `epoch 7/30  train loss 0.0213 acc 0.9934  val loss 0.0302 acc 0.9912  12.8 s`."""
 
-    def __init__(self) -> None:
-        self._finished: int | None = None
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._finished = trainer.current_epoch
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._report(trainer)
-
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._report(trainer)
-
-    def _report(self, trainer: L.Trainer) -> None:
-        if self._finished is None or not trainer.is_global_zero:
-            return
+    def epoch_done(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        parts = [f"epoch {self._finished + 1}/{trainer.max_epochs}"]
+        parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
         for stage in ("train", "val"):
             if f"{stage}/loss" in metrics:
                 parts.append(f"{stage} loss {metrics[f'{stage}/loss']:.4f} acc {metrics[f'{stage}/acc']:.4f}")
         if EPOCH_SECONDS in metrics:
             parts.append(f"{metrics[EPOCH_SECONDS]:.1f} s")
         log.info("  ".join(parts))
-        self._finished = None
 
 
 # The tested (best-validation) checkpoint's numbers, as TensorBoard tags: their group sorts after train/ and val/.
