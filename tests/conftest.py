@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,21 +117,34 @@ def run_script(*args: str, cwd: Path, timeout: int = 240) -> subprocess.Complete
     )
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, filled by `build` once per test session. Under pytest-xdist the workers share it: the
+    first to ask builds it, holding a lock, and the others wait and reuse it (pytest-xdist's recipe for a
+    session fixture that must run once; its `--dist loadgroup` does not work with pytest 9.2)."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the workers' base folders lie side by side in it
+    folder, done = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():  # a build that failed in another worker is tried again here
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sweep(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One small real sweep (`train.py -m`: 2 models x 2 regularizers, 2 epochs) for every test that reads one."""
-    sweep_dir = tmp_path_factory.mktemp("sweep")
-    result = run_script(
-        "train.py", "-m", *data_overrides(*synthetic_mnist), "model=softmax,mlp", "regularizer=none,bn",
-        "trainer.max_epochs=2", f"hydra.sweep.dir={sweep_dir}", cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return sweep_dir
+    """One small real sweep (`train.py -m`: 2 models x 2 regularizers, 2 epochs) for every test that reads one;
+    tests that change it work on a copy."""
 
+    def run_sweep(sweep_dir: Path) -> None:
+        result = run_script(
+            "train.py", "-m", *data_overrides(*synthetic_mnist), "model=softmax,mlp", "regularizer=none,bn",
+            "trainer.max_epochs=2", f"hydra.sweep.dir={sweep_dir}", cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `-n auto --dist loadgroup` the tests that read a `sweep` (the session's, or q1's) share one worker, so
-    that each sweep runs once; the other tests go to whichever worker is free."""
-    for item in items:
-        if "sweep" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("sweeps"))
+    return built_once(tmp_path_factory, "train-sweep", run_sweep)

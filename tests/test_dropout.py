@@ -172,6 +172,7 @@ def test_inplace_falls_back_to_torch() -> None:
     assert out is y and torch.all((y == 0) | (y == x * 1.25))
 
 
+@pytest.mark.slow  # torch.compile's first call takes half a minute on 2 cores
 def test_compiled_module_trains() -> None:
     # Under torch.compile it is F.dropout, which inductor compiles with its own random numbers.
     torch.manual_seed(0)

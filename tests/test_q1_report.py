@@ -12,7 +12,7 @@ from mnist_study.manual_backprop.descent import HISTORY_FILE, History, Settings,
 from mnist_study.manual_backprop.figures import graph_layout, job_title, plot_losses
 from mnist_study.manual_backprop.report import FIGURES, GRAPH_FIGURE, REPORT_FILE, publish, write_report
 
-from .conftest import ROOT, run_script
+from .conftest import ROOT, built_once, run_script
 
 SWEPT_K = (2, 3, 5)
 
@@ -20,12 +20,14 @@ SWEPT_K = (2, 3, 5)
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny q1 sweep, shared by every test here."""
-    sweep_dir = tmp_path_factory.mktemp("q1") / "sweep"
-    k_values = ",".join(map(str, SWEPT_K))
-    result = run_script("q1.py", f"k={k_values}", "epochs=5", f"hydra.sweep.dir={sweep_dir}", cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    assert "A (manual)" in result.stdout and "A (autograd)" in result.stdout
-    return sweep_dir
+
+    def run_q1(folder: Path) -> None:
+        k_values = ",".join(map(str, SWEPT_K))
+        result = run_script("q1.py", f"k={k_values}", "epochs=5", f"hydra.sweep.dir={folder / 'sweep'}", cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        assert "A (manual)" in result.stdout and "A (autograd)" in result.stdout
+
+    return built_once(tmp_path_factory, "q1-sweep", run_q1) / "sweep"
 
 
 def histories(sweep_dir: Path) -> list[History]:

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 from lightning import Callback, LightningModule, Trainer
 
-from mnist_study.training import train
+from mnist_study import training
+from mnist_study.errors import UserError
+from mnist_study.training import check_launch, train
 
 from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
 from .test_train import assert_logged_val_metrics_are_the_checkpoints, scalars
@@ -52,10 +54,13 @@ def test_sweeps_run_through_launchers(synthetic_mnist, tmp_path: Path, launcher:
     assert "2 of 2 runs complete" in (tmp_path / "report.md").read_text()
 
 
-def test_ddp_relaunch_is_refused_inside_a_local_sweep(synthetic_mnist, tmp_path: Path) -> None:
-    result = run_script(
-        "train.py", "-m", *data_overrides(*synthetic_mnist), "trainer=ddp_cpu", "trainer.strategy=ddp",
-        "model=softmax", f"hydra.sweep.dir={tmp_path}", cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert "trainer.strategy=ddp cannot start its ranks inside a -m sweep" in (tmp_path / "report.md").read_text()
+def test_ddp_relaunch_is_refused_inside_a_local_sweep(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sweep job's UserError is recorded and reported (test_report.py::test_a_failing_job_does_not_stop_the_sweep)
+    cfg = make_cfg("trainer=ddp_cpu", "trainer.strategy=ddp")
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    check_launch(cfg)  # a single run may: Lightning re-runs its command line for the other rank
+    monkeypatch.setattr(training, "in_multirun", lambda: True)
+    with pytest.raises(UserError, match=r"trainer\.strategy=ddp cannot start its ranks inside a -m sweep"):
+        check_launch(cfg)
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # under SLURM, srun starts the ranks
+    check_launch(cfg)
