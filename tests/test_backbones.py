@@ -30,9 +30,10 @@ LAYOUT = {
     ("mlp", "none"): ([F_, L_, R, L_, R, L_], 535_818),
     ("mlp", "dropout"): ([F_, L_, R, D, L_, R, D, L_], 535_818),
     ("mlp", "bn"): ([F_, L_, B1, R, L_, B1, R, L_], 536_586),
-    ("cnn", "none"): ([C, R, P, C, R, P, F_, L_, R, L_], 421_642),
-    ("cnn", "dropout"): ([C, R, P, D, C, R, P, D, F_, L_, R, D, L_], 421_642),
-    ("cnn", "bn"): ([C, B2, R, P, C, B2, R, P, F_, L_, B1, R, L_], 421_866),
+    # pool before ReLU: the same function as ReLU before pool (test_pooling_before_relu_changes_no_bit)
+    ("cnn", "none"): ([C, P, R, C, P, R, F_, L_, R, L_], 421_642),
+    ("cnn", "dropout"): ([C, P, R, D, C, P, R, D, F_, L_, R, D, L_], 421_642),
+    ("cnn", "bn"): ([C, B2, P, R, C, B2, P, R, F_, L_, B1, R, L_], 421_866),
 }
 
 
@@ -76,3 +77,34 @@ def test_unknown_names_and_bad_rates_are_rejected() -> None:
         build_backbone({"name": "mlp"}, {"name": "l2"})
     with pytest.raises(UserError, match=r"regularizer.rate must be in \[0, 1\), got 1.0"):
         build_backbone({"name": "mlp"}, {"name": "dropout", "rate": 1.0})
+
+
+def textbook_order(net: nn.Sequential) -> nn.Sequential:
+    """The same layers (the same weights) with every max-pool moved back after the ReLU that follows it."""
+    layers = list(net)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("regularizer", ["none", "dropout", "bn"])
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_pooling_before_relu_changes_no_bit(regularizer: str, bf16: bool) -> None:
+    torch.manual_seed(0)
+    net = build_backbone(*shipped("cnn", regularizer)).train().to(memory_format=torch.channels_last)
+    textbook = textbook_order(net)
+    assert f"{R} {P}" in " ".join(type(m).__name__ for m in textbook)
+    images, labels = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
+    images[:, :, :7] = 0.0  # whole windows of zero pre-activations: ReLU's kink and max-pool's ties
+
+    def outputs_and_gradients(model: nn.Module) -> list[torch.Tensor]:
+        torch.manual_seed(1)  # the same dropout masks
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images)
+        F.cross_entropy(logits.float(), labels).backward()
+        return [logits, *(p.grad.clone() for p in model.parameters())]
+
+    ours, theirs = outputs_and_gradients(net), outputs_and_gradients(textbook)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
