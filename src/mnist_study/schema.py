@@ -196,6 +196,7 @@ class TrainConfig:
     test_every_epoch: bool = False
     channels_last: bool = True
     compile: bool = False
+    fill_uninitialized_memory: bool = False
     output_dir: str = "???"
     tuned_lr: dict[str, float] = field(default_factory=dict, metadata=LEARNING_RATES.meta)
     data: DataConfig = field(default_factory=DataConfig)

@@ -85,6 +85,10 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     with open_dict(cfg):
         cfg.output_dir = str(output_dir)  # the callbacks' folders follow the run (a resume writes into its own)
     remove_orphaned_temp_files(output_dir / "checkpoints")  # left by a save that was killed before its rename
+    # The Trainer turns on torch.use_deterministic_algorithms for the process; this is its companion switch, which
+    # torch documents as safe to turn off for programs that read no uninitialized memory (the runs stay bit for bit
+    # reproducible: tests/test_conventions.py) and which costs up to a tenth of a CNN step on the CPU.
+    torch.utils.deterministic.fill_uninitialized_memory = cfg.fill_uninitialized_memory
     return L.Trainer(
         **options,
         logger=logger,
