@@ -9,6 +9,7 @@ from torch import nn
 
 from mnist_study.backbones import build_backbone, parameter_count
 from mnist_study.errors import UserError
+from mnist_study.step_bench import relu_before_pool
 
 from .conftest import CONF
 
@@ -79,21 +80,12 @@ def test_unknown_names_and_bad_rates_are_rejected() -> None:
         build_backbone({"name": "mlp"}, {"name": "dropout", "rate": 1.0})
 
 
-def textbook_order(net: nn.Sequential) -> nn.Sequential:
-    """The same layers (the same weights) with every max-pool moved back after the ReLU that follows it."""
-    layers = list(net)
-    for i in range(len(layers) - 1):
-        if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
-            layers[i], layers[i + 1] = layers[i + 1], layers[i]
-    return nn.Sequential(*layers)
-
-
 @pytest.mark.parametrize("regularizer", ["none", "dropout", "bn"])
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_pooling_before_relu_changes_no_bit(regularizer: str, bf16: bool) -> None:
     torch.manual_seed(0)
     net = build_backbone(*shipped("cnn", regularizer)).train().to(memory_format=torch.channels_last)
-    textbook = textbook_order(net)
+    textbook = relu_before_pool(net)  # the textbook order, the same weights
     assert f"{R} {P}" in " ".join(type(m).__name__ for m in textbook)
     images, labels = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
     images[:, :, :7] = 0.0  # whole windows of zero pre-activations: ReLU's kink and max-pool's ties

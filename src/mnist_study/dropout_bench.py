@@ -18,7 +18,6 @@ torch.profiler's per-step time of the dropout layers and the top ops, for nn.Dro
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from torch.profiler import profile as torch_profile
 
 from mnist_study.backbones import Regularizer, cnn
 from mnist_study.dropout import Dropout, keep_mask, layout_like
+from mnist_study.step_bench import interleaved_rounds, quartiles
 
 P, BATCH, LR = 0.2, 128, 2e-3
 SCALE = 1.0 / (1.0 - P)
@@ -149,21 +149,7 @@ def time_variants(
         for _ in range(2):
             step()
         step_fns[name] = step
-    times: dict[str, list[float]] = {name: [] for name in makers}
-    order, shuffle = list(makers), random.Random(0).shuffle
-    for _ in range(rounds):
-        shuffle(order)
-        for name in order:
-            start = clock()
-            for _ in range(steps):
-                step_fns[name]()
-            times[name].append((clock() - start) / steps * 1e3)
-    return times, first
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
-    return q1, q2, q3
+    return interleaved_rounds(step_fns, rounds, steps, clock), first
 
 
 class _Labeled(nn.Module):

@@ -154,6 +154,7 @@ class AdamConfig:
     name: str = "adam"
     lr: float = field(default=0.001, metadata=POSITIVE_NUMBER.meta)
     weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE_NUMBER.meta)
+    fused: bool = True
 
 
 @dataclass
@@ -169,6 +170,7 @@ class SGDConfig:
     momentum: float = field(default=0.9, metadata=MOMENTUM.meta)
     nesterov: bool = True
     weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE_NUMBER.meta)
+    fused: bool = True
 
 
 @dataclass
