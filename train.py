@@ -9,18 +9,20 @@ from omegaconf import DictConfig
 from mnist_study.cli import run_task
 from mnist_study.run_guard import run_main
 from mnist_study.schema import refuse_bad_command_line
-from mnist_study.training import train
-from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict | None:
+    # Imported here, not above: --help and a bad command line answer before torch and Lightning load (seconds).
+    from mnist_study.training import train
+    from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
+
+    skip_lightnings_nvml_check_without_gpus()
     return run_task(train, cfg)
 
 
 if __name__ == "__main__":
-    skip_lightnings_nvml_check_without_gpus()
     refuse_bad_command_line(sys.argv[1:], CONFIG_DIR)  # every job's options, before any job runs
     run_main(main)  # a run or sweep stopped by SIGTERM/SIGINT exits with 128 + the signal

@@ -99,6 +99,18 @@ def test_cli_single_run_and_wrong_options(synthetic_mnist, tmp_path: Path) -> No
     assert "Available options in 'model'" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
+def test_a_bad_command_line_is_answered_before_torch_and_lightning_load() -> None:
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['train.py', 'data.batch_size=abc']\n"
+        "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit as stop:\n    print(stop.code)\n"
+        "print(sorted(name for name in ('torch', 'lightning') if name in sys.modules))"
+    )
+    result = run_script("-c", code, cwd=ROOT)
+    assert result.stderr.strip() == "error: data.batch_size must be a positive integer, got 'abc'"
+    assert result.stdout.split() == ["1", "[]"]
+
+
 def test_cli_multirun_names_runs_by_their_overrides(sweep: Path) -> None:
     # the session's `train.py -m model=softmax,mlp regularizer=none,bn trainer.max_epochs=2 ...`
     names = sorted(run.name for run in sweep.iterdir() if (run / ".hydra").is_dir())
