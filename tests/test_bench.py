@@ -26,6 +26,6 @@ def test_benchmark_covers_every_regularizer_and_precision_asked_for(synthetic_mn
 def test_step_benchmark_times_the_project_against_each_switch_undone(capsys) -> None:
     step_bench.main(["--regularizers", "bn", "--precision", "fp32", "--rounds", "2", "--steps", "1"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cnn-bn")]
-    variants = ["project", "ReLU before pool", "NCHW weights", "NaN fill on"]
-    assert [row.split(maxsplit=2)[2].startswith(name) for row, name in zip(rows, variants, strict=True)] == [True] * 4
+    variants = ["project", "ReLU before pool", "NCHW weights", "NaN fill on", "Adam for-loop"]
+    assert [row.split(maxsplit=2)[2].startswith(name) for row, name in zip(rows, variants, strict=True)] == [True] * 5
     assert torch.utils.deterministic.fill_uninitialized_memory is False  # the NaN-fill variant puts it back
