@@ -23,6 +23,14 @@ def test_benchmark_covers_every_regularizer_and_precision_asked_for(synthetic_mn
     assert "3 training batches an epoch" in out
 
 
+def test_benchmark_rounds_alternate_the_sides_and_give_the_ratios_range(synthetic_mnist, capsys) -> None:
+    options = ["--models", "softmax", "--rounds", "2", "--epochs", "2", "--train-batches", "3"]
+    bench.main([*options, *data_overrides(*synthetic_mnist)])
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| softmax |")]
+    low, high = map(float, row.split(" | ")[-1].rstrip(" |").split("(")[1].rstrip(")").split("-"))
+    assert low <= float(row.split(" | ")[-1].split()[0]) <= high
+
+
 def test_step_benchmark_times_the_project_against_each_switch_undone(capsys) -> None:
     step_bench.main(["--regularizers", "bn", "--precision", "fp32", "--rounds", "2", "--steps", "1"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cnn-bn")]

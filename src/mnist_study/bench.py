@@ -1,13 +1,15 @@
 """Epoch time of the project's training path (Lightning + Hydra config) against a raw PyTorch loop.
 
     python -m mnist_study.bench [--models softmax mlp cnn] [--regularizers none dropout bn]
-        [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [override ...]
+        [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [--rounds 1] [override ...]
 
 Both sides train the same network with the same optimizer, schedule, batch size and device, on the same
 tensor-resident data, and evaluate the validation split every epoch; the ratio is project / raw.
 Overrides are train.py's (e.g. trainer=gpu, data.batch_size=512). The first epoch is warm-up and is left
 out; the median of the rest is reported. Every model runs with every regularizer and precision given;
 --train-batches cuts both sides' epochs to N training batches (for slow cases, e.g. bf16 on a CPU without it).
+--rounds R runs the two sides R times each, taking turns (raw first in odd rounds): on a shared machine whose
+speed drifts, the median of the per-round ratios (printed with its range) is the number to trust.
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per side; the first is warm-up")
     parser.add_argument("--train-batches", type=int, default=None, help="training batches per epoch (default: all)")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="raw and project take turns this many times; medians (ratio: min-max)"
+    )
+    parser.add_argument(
         "--per-sample", action="store_true", help="also time one epoch through torchvision's Dataset + DataLoader"
     )
     parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. trainer=gpu data.batch_size=512")
@@ -167,13 +172,19 @@ def main(argv: list[str] | None = None) -> None:
         precision = str(trainer.precision)
         with open_dict(cfg):
             cfg.trainer.precision = precision
-        raw = statistics.median(raw_epochs(cfg, datamodule, device, precision)[1:] or [float("nan")])
-        project = statistics.median(project_epochs(cfg)[1:] or [float("nan")])
+        times: dict[str, list[float]] = {"raw": [], "project": []}
+        for round_ in range(args.rounds):  # the sides take turns, so a machine that drifts slows both
+            for side in sorted(times, reverse=bool(round_ % 2)):
+                epochs = raw_epochs(cfg, datamodule, device, precision) if side == "raw" else project_epochs(cfg)
+                times[side].append(statistics.median(epochs[1:] or [float("nan")]))
+        ratios = [project / raw for raw, project in zip(times["raw"], times["project"], strict=True)]
+        raw, project, ratio = (statistics.median(values) for values in (times["raw"], times["project"], ratios))
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
         regularizer = cfg.regularizer.name
-        rows.append((model, regularizer, precision, raw, project))
+        rows.append((model, regularizer, precision, raw, project, f"{ratio:.2f}{spread}"))
         print(
             f"{model}-{regularizer} ({precision}): raw {raw:.3f} s/epoch, project {project:.3f} s/epoch, "
-            f"ratio {project / raw:.2f}",
+            f"ratio {ratio:.2f}{spread}",
             flush=True,
         )
         if args.per_sample:
@@ -187,8 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{device_name}; batch {cfg.data.batch_size}, {batches}; overrides: {' '.join(args.overrides) or 'none'}")
     print("| model | regularizer | precision | raw PyTorch (s/epoch) | project (s/epoch) | ratio |")
     print("|---|---|---|---|---|---|")
-    for model, regularizer, precision, raw, project in rows:
-        print(f"| {model} | {regularizer} | {precision} | {raw:.3f} | {project:.3f} | {project / raw:.2f} |")
+    for model, regularizer, precision, raw, project, ratio in rows:
+        print(f"| {model} | {regularizer} | {precision} | {raw:.3f} | {project:.3f} | {ratio} |")
 
 
 if __name__ == "__main__":
