@@ -8,7 +8,10 @@ from .conftest import data_overrides
 def test_benchmark_runs_and_prints_the_ratio_table(synthetic_mnist, capsys) -> None:
     bench.main(["--models", "softmax", "--epochs", "2", "--per-sample", *data_overrides(*synthetic_mnist)])
     out = capsys.readouterr().out
-    assert "| softmax | none | 32-true |" in out and "ratio" in out
+    [row] = [line for line in out.splitlines() if line.startswith("| softmax | none | 32-true |")]
+    seconds_and_ratios = [float(cell.split()[0]) for cell in row.strip("| ").split(" | ")[3:]]
+    assert len(seconds_and_ratios) == 5 and all(value > 0 for value in seconds_and_ratios)  # raw, bare, project
+    assert "| bare Lightning / raw | ratio (project / raw) |" in out
     assert "torchvision Dataset + DataLoader" in out
 
 
@@ -23,12 +26,26 @@ def test_benchmark_covers_every_regularizer_and_precision_asked_for(synthetic_mn
     assert "3 training batches an epoch" in out
 
 
-def test_benchmark_rounds_alternate_the_sides_and_give_the_ratios_range(synthetic_mnist, capsys) -> None:
-    options = ["--models", "softmax", "--rounds", "2", "--epochs", "2", "--train-batches", "3"]
-    bench.main([*options, *data_overrides(*synthetic_mnist)])
+def test_benchmark_rounds_take_turns_and_give_each_ratios_median_and_range(
+    synthetic_mnist, capsys, monkeypatch
+) -> None:
+    order: list[str] = []
+    project_seconds = iter([2.0, 3.0, 2.5])
+
+    def side(name: str, seconds: float | None = None):
+        def epochs(*args) -> list[float]:
+            order.append(name)
+            return [99.0, seconds if seconds is not None else next(project_seconds)]  # the first epoch is warm-up
+
+        return epochs
+
+    monkeypatch.setattr(bench, "raw_epochs", side("raw", 1.0))
+    monkeypatch.setattr(bench, "bare_lightning_epochs", side("bare", 1.5))
+    monkeypatch.setattr(bench, "project_epochs", side("project"))
+    bench.main(["--models", "softmax", "--rounds", "3", *data_overrides(*synthetic_mnist)])
+    assert order == ["raw", "bare", "project", "bare", "project", "raw", "project", "raw", "bare"]
     [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| softmax |")]
-    low, high = map(float, row.split(" | ")[-1].rstrip(" |").split("(")[1].rstrip(")").split("-"))
-    assert low <= float(row.split(" | ")[-1].split()[0]) <= high
+    assert row.endswith("| 1.000 | 1.500 | 2.500 | 1.50 (1.50-1.50) | 2.50 (2.00-3.00) |")
 
 
 def test_step_benchmark_times_the_project_against_each_switch_undone(capsys) -> None:

@@ -1,15 +1,18 @@
-"""Epoch time of the project's training path (Lightning + Hydra config) against a raw PyTorch loop.
+"""Epoch time of the project's training path (Lightning + Hydra config) against a raw PyTorch loop, and of the
+least a Lightning Trainer runs for the same training ("bare Lightning"), which splits the project's cost into
+Lightning's own and the project's.
 
     python -m mnist_study.bench [--models softmax mlp cnn] [--regularizers none dropout bn]
         [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [--rounds 1] [override ...]
 
-Both sides train the same network with the same optimizer, schedule, batch size and device, on the same
-tensor-resident data, and evaluate the validation split every epoch; the ratio is project / raw.
+The three sides train the same network with the same optimizer, schedule, batch size and device, on the same
+tensor-resident data, and evaluate the validation split every epoch; the ratios are bare Lightning / raw and
+project / raw.
 Overrides are train.py's (e.g. trainer=gpu, data.batch_size=512). The first epoch is warm-up and is left
 out; the median of the rest is reported. Every model runs with every regularizer and precision given;
---train-batches cuts both sides' epochs to N training batches (for slow cases, e.g. bf16 on a CPU without it).
---rounds R runs the two sides R times each, taking turns (raw first in odd rounds): on a shared machine whose
-speed drifts, the median of the per-round ratios (printed with its range) is the number to trust.
+--train-batches cuts every side's epochs to N training batches (for slow cases, e.g. bf16 on a CPU without it).
+--rounds R runs the sides R times each, taking turns (each round starts with the next side): on a shared machine
+whose speed drifts, the median of the per-round ratios (printed with its range) is the number to trust.
 """
 
 from __future__ import annotations
@@ -21,21 +24,22 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor
 
 from mnist_study.callbacks import EpochTimer, synchronize
 from mnist_study.datamodule import MNISTDataModule
 from mnist_study.optim import build_optimizer
 from mnist_study.precision import cpu_name
+from mnist_study.schema import CONF_DIR
 from mnist_study.training import build_classifier, build_datamodule, build_trainer
 from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def project_epochs(cfg: DictConfig) -> list[float]:
@@ -90,6 +94,60 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
     return seconds
 
 
+class BareClassifier(L.LightningModule):
+    """The least a LightningModule needs for this training: the network, the loss, the optimizer and schedule, and
+    the raw loop's per-epoch sums; no torchmetrics, no self.log."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        classifier = build_classifier(cfg)
+        classifier.configure_model()
+        self.net, self.cfg = classifier.net, cfg
+        self.sums: dict[str, Tensor] = {}
+
+    def on_train_epoch_start(self) -> None:
+        self.sums = {name: torch.zeros((), device=self.device) for name in ("train_loss", "val_loss")}
+        self.sums |= {name: torch.zeros((), device=self.device, dtype=torch.long) for name in ("train_ok", "val_ok")}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        logits = self.net(images)
+        loss = F.cross_entropy(logits, labels)
+        self.sums["train_loss"] += loss.detach() * len(labels)
+        self.sums["train_ok"] += (logits.argmax(1) == labels).sum()
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.net(images)
+        if self.sums:  # not in the sanity check before the first epoch
+            self.sums["val_loss"] += F.cross_entropy(logits, labels, reduction="sum")
+            self.sums["val_ok"] += (logits.argmax(1) == labels).sum()
+
+    def on_train_epoch_end(self) -> None:
+        torch.stack([value.float() for value in self.sums.values()]).tolist()  # what would be printed
+
+    def configure_optimizers(self) -> Any:
+        steps = int(self.trainer.estimated_stepping_batches)
+        optimizer, scheduler = build_optimizer(self.parameters(), self.cfg.optimizer, self.cfg.scheduler, steps)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def bare_lightning_epochs(cfg: DictConfig) -> list[float]:
+    """BareClassifier on a Trainer with the run's trainer settings but no logger, checkpoints, model summary or
+    callbacks besides the timer."""
+    options: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
+    options |= {"enable_checkpointing": False, "enable_model_summary": False, "enable_progress_bar": False}
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as out:
+        trainer = L.Trainer(**options, logger=False, callbacks=[timer], default_root_dir=out)
+        L.seed_everything(cfg.seed, verbose=False)
+        trainer.fit(BareClassifier(cfg), datamodule=build_datamodule(cfg))
+    return timer.epoch_seconds
+
+
 def train_batches(cfg: DictConfig, datamodule: MNISTDataModule) -> int:
     """Training batches per epoch: all, or +trainer.limit_train_batches=N (--train-batches), as Lightning counts."""
     batches = len(datamodule.train_dataloader())
@@ -133,12 +191,22 @@ def compose_config(
     chosen = {"model": model, "regularizer": regularizer, "trainer.precision": precision}
     chosen |= {"+trainer.limit_train_batches": train_batches, "trainer.max_epochs": epochs}
     own = [f"{key}={value}" for key, value in chosen.items() if value is not None]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *own])
     with open_dict(cfg):
         cfg.output_dir = tempfile.gettempdir()  # project_epochs trains in a temporary folder of its own
         cfg.trainer.enable_progress_bar = False  # as in every run that is not on an interactive terminal
     return cfg
+
+
+SIDES = ["raw", "bare", "project"]
+
+
+def ratio_with_range(times: list[float], raw_times: list[float]) -> str:
+    """The median of the per-round ratios, with their range when there are several rounds."""
+    ratios = [side / raw for side, raw in zip(times, raw_times, strict=True)]
+    spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+    return f"{statistics.median(ratios):.2f}{spread}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per side; the first is warm-up")
     parser.add_argument("--train-batches", type=int, default=None, help="training batches per epoch (default: all)")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="raw and project take turns this many times; medians (ratio: min-max)"
+        "--rounds", type=int, default=1, help="the sides take turns this many times; medians (ratio: min-max)"
     )
     parser.add_argument(
         "--per-sample", action="store_true", help="also time one epoch through torchvision's Dataset + DataLoader"
@@ -172,34 +240,39 @@ def main(argv: list[str] | None = None) -> None:
         precision = str(trainer.precision)
         with open_dict(cfg):
             cfg.trainer.precision = precision
-        times: dict[str, list[float]] = {"raw": [], "project": []}
-        for round_ in range(args.rounds):  # the sides take turns, so a machine that drifts slows both
-            for side in sorted(times, reverse=bool(round_ % 2)):
-                epochs = raw_epochs(cfg, datamodule, device, precision) if side == "raw" else project_epochs(cfg)
+        times: dict[str, list[float]] = {side: [] for side in SIDES}
+        for round_ in range(args.rounds):  # the sides take turns, so a machine that drifts slows them all
+            for side in SIDES[round_ % 3 :] + SIDES[: round_ % 3]:
+                if side == "raw":
+                    epochs = raw_epochs(cfg, datamodule, device, precision)
+                else:
+                    epochs = project_epochs(cfg) if side == "project" else bare_lightning_epochs(cfg)
                 times[side].append(statistics.median(epochs[1:] or [float("nan")]))
-        ratios = [project / raw for raw, project in zip(times["raw"], times["project"], strict=True)]
-        raw, project, ratio = (statistics.median(values) for values in (times["raw"], times["project"], ratios))
-        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        seconds = [statistics.median(times[side]) for side in SIDES]
+        ratios = [ratio_with_range(times[side], times["raw"]) for side in ("bare", "project")]
         regularizer = cfg.regularizer.name
-        rows.append((model, regularizer, precision, raw, project, f"{ratio:.2f}{spread}"))
+        rows.append((model, regularizer, precision, *seconds, *ratios))
         print(
-            f"{model}-{regularizer} ({precision}): raw {raw:.3f} s/epoch, project {project:.3f} s/epoch, "
-            f"ratio {ratio:.2f}{spread}",
+            f"{model}-{regularizer} ({precision}): raw {seconds[0]:.3f} s/epoch, bare Lightning {seconds[1]:.3f} "
+            f"s/epoch ({ratios[0]}), project {seconds[2]:.3f} s/epoch, ratio {ratios[1]}",
             flush=True,
         )
         if args.per_sample:
-            seconds = per_sample_epoch(cfg, device)
-            print(f"{model}: torchvision Dataset + DataLoader, training only: {seconds:.3f} s/epoch", flush=True)
+            per_sample = per_sample_epoch(cfg, device)
+            print(f"{model}: torchvision Dataset + DataLoader, training only: {per_sample:.3f} s/epoch", flush=True)
 
     device_name = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     )
     batches = f"{args.train_batches} training batches an epoch" if args.train_batches else "whole epochs"
     print(f"\n{device_name}; batch {cfg.data.batch_size}, {batches}; overrides: {' '.join(args.overrides) or 'none'}")
-    print("| model | regularizer | precision | raw PyTorch (s/epoch) | project (s/epoch) | ratio |")
-    print("|---|---|---|---|---|---|")
-    for model, regularizer, precision, raw, project, ratio in rows:
-        print(f"| {model} | {regularizer} | {precision} | {raw:.3f} | {project:.3f} | {ratio} |")
+    print(
+        "| model | regularizer | precision | raw PyTorch (s/epoch) | bare Lightning (s/epoch) | project (s/epoch) "
+        "| bare Lightning / raw | ratio (project / raw) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(f"{cell:.3f}" if isinstance(cell, float) else cell for cell in row) + " |")
 
 
 if __name__ == "__main__":
