@@ -29,25 +29,19 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mnist_study.cli import FAILURE_FILE
 from mnist_study.errors import UserError
+from mnist_study.schema import CONF_DIR
 from mnist_study.stats import Difference, verdict, welch
 
 logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader narrates every file at INFO
 
 RESULT_FILE = "result.json"
 MISTAKES_FIGURE = "misclassified.png"  # written by each run into its folder
-STUDY_ORDER = ("softmax", "mlp", "cnn", "none", "dropout", "bn")  # known names first, in the study's order
-STUDY_MODELS, STUDY_REGULARIZERS, STUDY_EPOCHS = ("softmax", "mlp", "cnn"), ("none", "dropout", "bn"), 30
 BASELINE = "none"  # the regularizer the others are compared with
 CLASSES = 10
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
 EPOCH_SECONDS, IMAGES_PER_SECOND = "train/epoch_s", "train/images_per_s"  # as callbacks.EpochTimer logs them
 EPOCH_TAGS = (*CURVES, EPOCH_SECONDS, IMAGES_PER_SECOND)
 OLD_TAGS = {"time/epoch_s": EPOCH_SECONDS, "time/train_images_per_s": IMAGES_PER_SECOND}  # runs before 2026-12
-# Left out of the run folders' names by conf/train.yaml; used for runs whose .hydra/hydra.yaml is missing.
-NOT_DISTINGUISHING = (
-    "ckpt_path", "data.data_dir", "data.checksums", "data.download", "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-)  # fmt: skip
 GROUP_KEYS = ("model", "regularizer", "seed")  # the overrides that a report's rows and seeds already show
 # What ran, from result.json, or else from the run's resolved config (None: not recorded by older runs).
 SETTINGS = {
@@ -124,6 +118,27 @@ def read_events(run_dir: Path) -> tuple[dict[str, list[float]], float | None]:
     return {tag: [e.value for e in values] for tag, values in scalars.items()}, first
 
 
+@dataclass(frozen=True)
+class Study:
+    """The full study as conf/ defines it: experiment=study's grid and the default trainer's epochs."""
+
+    models: list[str]
+    regularizers: list[str]
+    epochs: int
+
+    @classmethod
+    def shipped(cls) -> Study:
+        grid = OmegaConf.load(CONF_DIR / "experiment" / "study.yaml").hydra.sweeper.params
+        epochs = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").max_epochs
+        return cls(str(grid.model).split(","), str(grid.regularizer).split(","), int(epochs))
+
+
+def not_distinguishing() -> list[str]:
+    """The keys conf/train.yaml leaves out of run folders' names: for runs whose .hydra/hydra.yaml is missing."""
+    keys = OmegaConf.load(CONF_DIR / "train.yaml").hydra.job.config.override_dirname.exclude_keys
+    return list(keys)
+
+
 def overrides_of(run_dir: Path) -> dict[str, str]:
     """The run's command-line overrides, less those that do not tell runs apart (where the data lives, the
     progress bar...): the keys the sweep left out of its run folders' names."""
@@ -133,7 +148,7 @@ def overrides_of(run_dir: Path) -> dict[str, str]:
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
     hydra_cfg = OmegaConf.load(hydra_file) if hydra_file.is_file() else OmegaConf.create()
     excluded = OmegaConf.select(hydra_cfg, "hydra.job.config.override_dirname.exclude_keys", default=None)
-    return {k: v for k, v in pairs.items() if k not in (NOT_DISTINGUISHING if excluded is None else excluded)}
+    return {k: v for k, v in pairs.items() if k not in (not_distinguishing() if excluded is None else excluded)}
 
 
 def config_value(cfg: DictConfig, key: str) -> Any:
@@ -221,8 +236,10 @@ def collect(sweep_dir: Path) -> list[Run]:
 
 
 def in_study_order(names: Iterable[str]) -> list[str]:
-    unique = set(names)
-    return [n for n in STUDY_ORDER if n in unique] + sorted(unique - set(STUDY_ORDER))
+    """The study's models and regularizers in experiment=study's order, any others after them."""
+    study = Study.shipped()
+    known, unique = [*study.models, *study.regularizers], set(names)
+    return [n for n in known if n in unique] + sorted(unique - set(known))
 
 
 def models_of(runs: list[Run]) -> list[str]:
@@ -330,12 +347,12 @@ def findings(runs: list[Run]) -> list[str]:
             ranking = " > ".join(f"{m} ({100 * a:.2f}%)" for m, a in sorted(means.items(), key=lambda kv: -kv[1]))
             sentences.append(f"With `{reg}`: {ranking}.")
     for model in models:
-        times = {reg: mean_std(r.mean(EPOCH_SECONDS) for r in group(runs, model, reg))[0] for reg in ("none", "bn")}
-        if not math.isnan(times["none"]) and not math.isnan(times["bn"]):
-            change = 100 * (times["bn"] / times["none"] - 1)
+        times = {reg: mean_std(r.mean(EPOCH_SECONDS) for r in group(runs, model, reg))[0] for reg in (BASELINE, "bn")}
+        if not math.isnan(times[BASELINE]) and not math.isnan(times["bn"]):
+            change = 100 * (times["bn"] / times[BASELINE] - 1)
             sentences.append(
                 f"Batch norm changes {model}'s epoch time by {change:+.0f}% "
-                f"({times['none']:.2f} s -> {times['bn']:.2f} s)."
+                f"({times[BASELINE]:.2f} s -> {times['bn']:.2f} s)."
             )
     return sentences
 
@@ -347,14 +364,15 @@ def not_the_full_study(runs: list[Run]) -> list[str]:
     """What this sweep lacks of the study: networks, epochs, seeds (empty: it is the full study)."""
     ok = [r for r in runs if r.ok]
     done = {(r.model, r.regularizer) for r in ok}
-    study = [(m, reg) for m in STUDY_MODELS for reg in STUDY_REGULARIZERS]
+    full = Study.shipped()
+    study = [(m, reg) for m in full.models for reg in full.regularizers]
     gaps = []
     if missing := [f"{m} + {reg}" for m, reg in study if (m, reg) not in done]:
         gaps.append(f"{len(study) - len(missing)} of {len(study)} networks (missing: {', '.join(missing)})")
     epochs = sorted({r.epochs for r in ok if r.epochs is not None})
-    if epochs and epochs[0] < STUDY_EPOCHS:
+    if epochs and epochs[0] < full.epochs:
         span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
-        gaps.append(f"{span} epoch{'s' * (span != '1')} instead of {STUDY_EPOCHS}")
+        gaps.append(f"{span} epoch{'s' * (span != '1')} instead of {full.epochs}")
     networks = networks_of(ok)
     if single := [f"{m} + {reg}" for m, reg in networks if len(group(ok, m, reg)) == 1]:
         if len(single) == len(networks):

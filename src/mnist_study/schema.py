@@ -32,6 +32,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from mnist_study.errors import UserError
 
 CONFIG_NAME = "train"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's conf/ (the package is installed editable)
 # Command-line flags after which Hydra runs the jobs; any other flag (--help, --cfg, -cd, ...) is Hydra's business.
 RUNNING_FLAGS = ("-m", "--multirun")
 SEED_LIMIT = 2**32  # lightning.seed_everything replaces a seed outside [0, 2**32) by a random one
