@@ -9,11 +9,9 @@ from torch import Tensor, nn
 from mnist_study.backbones import build_backbone, parameter_count
 from mnist_study.dropout import Dropout, dropout
 
-MODELS = {
-    "softmax": {"name": "softmax"},
-    "mlp": {"name": "mlp", "hidden_sizes": [512, 256]},
-    "cnn": {"name": "cnn", "channels": [32, 64], "kernel_size": 3, "hidden_size": 128},
-}
+from .test_backbones import shipped
+
+MODELS = ("softmax", "mlp", "cnn")
 DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -188,8 +186,9 @@ def test_compiled_module_trains() -> None:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_backbones_use_it_and_keep_their_parameter_counts(model: str) -> None:
-    net = build_backbone(MODELS[model], {"name": "dropout", "rate": 0.2})
+    config = shipped(model, "none")[0]
+    net = build_backbone(config, {"name": "dropout", "rate": 0.2})
     layers = [m for m in net if isinstance(m, nn.Dropout)]
     assert layers and all(type(m) is Dropout and m.p == 0.2 for m in layers)
     assert len(layers) == {"softmax": 1, "mlp": 2, "cnn": 3}[model]
-    assert parameter_count(net) == parameter_count(build_backbone(MODELS[model], {"name": "none"}))
+    assert parameter_count(net) == parameter_count(build_backbone(config, {"name": "none"}))

@@ -52,7 +52,9 @@ def test_a_sweep_ends_with_its_report(sweep: Path) -> None:
     curves = read_csv(sweep / "curves.csv")
     assert len(curves) == 4 * 2  # one row per run and epoch
     assert {row["model"] for row in curves} == {"softmax", "mlp"}
-    assert all(0 <= float(row["val/acc"]) <= 1 for row in curves)
+    for row in results:  # the curves are the runs' own: the best epoch's validation accuracy is the checkpoint's
+        val_acc = {int(c["epoch"]): float(c["val/acc"]) for c in curves if c["run"] == row["run"]}
+        assert val_acc[int(row["best_val_epoch"])] == pytest.approx(float(row["best_val_acc"])) == max(val_acc.values())
 
 
 def test_the_report_says_what_ran_and_what_is_missing_of_the_study(sweep: Path) -> None:

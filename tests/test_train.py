@@ -1,5 +1,6 @@
 """train.py end to end on the synthetic set: TensorBoard tags, checkpoints, resume, sweeps, errors."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -174,15 +175,13 @@ def test_compiled_backbone_trains_and_saves_plain_keys(make_cfg, tmp_path: Path)
     assert set(saved["state_dict"]) >= {"net.1.weight", "net.1.bias"}
 
 
-def test_cpu_training_never_loads_nvml(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Lightning's PYTORCH_NVML_BASED_CUDA_CHECK made torch load NVML in every Adam step of a CPU run.
-    calls = []
+def test_cpu_runs_turn_lightnings_nvml_check_back_off(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import; while it is set, torch loads NVML in every Adam step.
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: calls.append(1) or -1)
-    skip_lightnings_nvml_check_without_gpus()  # what train.py does first (it asks NVML once)
-    calls.clear()
-    train(make_cfg("model=softmax", "trainer.max_epochs=2"))
-    assert len(calls) <= 2  # the Trainer's GPU detection at start-up; it was one more per step (22 steps)
+    skip_lightnings_nvml_check_without_gpus()  # what train.py does first
+    assert ("PYTORCH_NVML_BASED_CUDA_CHECK" in os.environ) is torch.cuda.is_available()
+    train(make_cfg("model=softmax"))
+    assert ("PYTORCH_NVML_BASED_CUDA_CHECK" in os.environ) is torch.cuda.is_available()  # nothing sets it again
 
 
 def test_lightning_profilers_can_be_switched_on(make_cfg, caplog: pytest.LogCaptureFixture) -> None:
