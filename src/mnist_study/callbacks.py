@@ -17,11 +17,9 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from mnist_study.errors import UserError
+from mnist_study.tags import EPOCH_SECONDS, IMAGES_PER_SECOND
 
 log = logging.getLogger(__name__)
-
-
-EPOCH_SECONDS, IMAGES_PER_SECOND = "train/epoch_s", "train/images_per_s"
 
 
 def synchronize(device: torch.device) -> None:

@@ -31,6 +31,7 @@ from mnist_study.cli import FAILURE_FILE
 from mnist_study.errors import UserError
 from mnist_study.schema import CONF_DIR
 from mnist_study.stats import Difference, verdict, welch
+from mnist_study.tags import EPOCH_SECONDS, IMAGES_PER_SECOND
 
 logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader narrates every file at INFO
 
@@ -39,7 +40,6 @@ MISTAKES_FIGURE = "misclassified.png"  # written by each run into its folder
 BASELINE = "none"  # the regularizer the others are compared with
 CLASSES = 10
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
-EPOCH_SECONDS, IMAGES_PER_SECOND = "train/epoch_s", "train/images_per_s"  # as callbacks.EpochTimer logs them
 EPOCH_TAGS = (*CURVES, EPOCH_SECONDS, IMAGES_PER_SECOND)
 OLD_TAGS = {"time/epoch_s": EPOCH_SECONDS, "time/train_images_per_s": IMAGES_PER_SECOND}  # runs before 2026-12
 GROUP_KEYS = ("model", "regularizer", "seed")  # the overrides that a report's rows and seeds already show
