@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.trainer.precision = precision
         times: dict[str, list[float]] = {side: [] for side in SIDES}
         for round_ in range(args.rounds):  # the sides take turns, so a machine that drifts slows them all
-            for side in SIDES[round_ % 3 :] + SIDES[: round_ % 3]:
+            for side in SIDES[round_ % len(SIDES) :] + SIDES[: round_ % len(SIDES)]:
                 if side == "raw":
                     epochs = raw_epochs(cfg, datamodule, device, precision)
                 else:

@@ -10,6 +10,7 @@ reported again, whatever models, regularizers or other options it varied.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -122,21 +123,23 @@ def read_events(run_dir: Path) -> tuple[dict[str, list[float]], float | None]:
 class Study:
     """The full study as conf/ defines it: experiment=study's grid and the default trainer's epochs."""
 
-    models: list[str]
-    regularizers: list[str]
+    models: tuple[str, ...]
+    regularizers: tuple[str, ...]
     epochs: int
 
-    @classmethod
-    def shipped(cls) -> Study:
+    @staticmethod
+    @functools.cache
+    def shipped() -> Study:
         grid = OmegaConf.load(CONF_DIR / "experiment" / "study.yaml").hydra.sweeper.params
         epochs = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").max_epochs
-        return cls(str(grid.model).split(","), str(grid.regularizer).split(","), int(epochs))
+        return Study(tuple(str(grid.model).split(",")), tuple(str(grid.regularizer).split(",")), int(epochs))
 
 
-def not_distinguishing() -> list[str]:
+@functools.cache
+def not_distinguishing() -> tuple[str, ...]:
     """The keys conf/train.yaml leaves out of run folders' names: for runs whose .hydra/hydra.yaml is missing."""
     keys = OmegaConf.load(CONF_DIR / "train.yaml").hydra.job.config.override_dirname.exclude_keys
-    return list(keys)
+    return tuple(keys)
 
 
 def overrides_of(run_dir: Path) -> dict[str, str]:
