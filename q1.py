@@ -6,9 +6,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnist_study.cli import run_task
+from mnist_study.cli import refuse_bad_command_line, run_task
 from mnist_study.manual_backprop.app import run
-from mnist_study.manual_backprop.config import refuse_bad_command_line
+from mnist_study.manual_backprop.config import check_command_line
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -19,5 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    refuse_bad_command_line(sys.argv[1:], CONFIG_DIR)  # every job's options, before any job runs
+    refuse_bad_command_line(sys.argv[1:], check_command_line, CONFIG_DIR)  # every job's options, before any job runs
     main()

@@ -9,7 +9,7 @@ import shlex
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_study.errors import UserError
+from mnist_study.errors import UserError, first_line
 from mnist_study.run_guard import FolderInUse, Terminated, current_run_folder, guard, release_run_folders, stop_record
 
 FAILURE_FILE = "failed.txt"  # in a sweep job's directory: the job's error, read by the report
@@ -136,6 +136,22 @@ def own_command() -> str | None:
 
 
 def one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    first = lines[0] if lines else ""
+    first = first_line(err) if str(err).strip() else ""
     return first if isinstance(err, UserError) and first else f"{type(err).__name__}: {first}"
+
+
+# The flags with which Hydra still runs the jobs; any other flag (--help, --cfg, -cd, ...) is Hydra's business.
+RUNNING_FLAGS = ("-m", "--multirun")
+
+
+def refuse_bad_command_line(
+    argv: Sequence[str], check_command_line: Callable[[list[str], Path], object], config_dir: Path
+) -> None:
+    """For an entry point, before hydra.main: `error: ...` and exit code 1 for a bad option of any job that
+    `check_command_line(overrides, config_dir)` finds (it composes each job's config and raises UserError)."""
+    if any(arg.startswith("-") and arg not in RUNNING_FLAGS for arg in argv):
+        return
+    try:
+        check_command_line([arg for arg in argv if arg not in RUNNING_FLAGS], config_dir)
+    except UserError as err:
+        fail_in_one_line(err)

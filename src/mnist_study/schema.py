@@ -16,7 +16,6 @@ import difflib
 import inspect
 import itertools
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -29,12 +28,10 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from mnist_study.errors import UserError
+from mnist_study.errors import UserError, first_line
 
 CONFIG_NAME = "train"
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's conf/ (the package is installed editable)
-# Command-line flags after which Hydra runs the jobs; any other flag (--help, --cfg, -cd, ...) is Hydra's business.
-RUNNING_FLAGS = ("-m", "--multirun")
 SEED_LIMIT = 2**32  # lightning.seed_everything replaces a seed outside [0, 2**32) by a random one
 
 
@@ -462,19 +459,3 @@ def describe(hint: Any) -> str:
     if origin is dict:
         return f"a mapping of names to {describe(args[1]).removeprefix('an ').removeprefix('a ')}s"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
-
-
-def first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def refuse_bad_command_line(argv: Sequence[str], config_dir: Path) -> None:
-    """For train.py, before hydra.main: `error: ...` and exit code 1 for a bad option of any job."""
-    if any(arg.startswith("-") and arg not in RUNNING_FLAGS for arg in argv):
-        return
-    try:
-        check_command_line([arg for arg in argv if arg not in RUNNING_FLAGS], config_dir)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None

@@ -9,7 +9,6 @@ turns the first problem into one line that names the key, the value and what is 
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,13 +21,11 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_study.errors import UserError
+from mnist_study.errors import UserError, first_line
 from mnist_study.manual_backprop.descent import ALLOWED, Settings
 
 CONFIG_NAME = "q1"
 SCHEMA_NAME = "q1_schema"
-# Command-line flags after which Hydra does something other than run the jobs (--help, --cfg job, ...).
-RUNNING_FLAGS = ("-m", "--multirun")
 
 
 @dataclass
@@ -78,19 +75,3 @@ def composition_message(err: HydraException, values: dict[str, Any]) -> str:
     if isinstance(cause, OmegaConfBaseException) and key in ALLOWED and key in values:
         return f"{key} must be {ALLOWED[key]}, got {values[key]!r}"
     return f"{first_line(err)} {first_line(cause)}" if cause is not None else first_line(err)
-
-
-def first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def refuse_bad_command_line(argv: Sequence[str], config_dir: Path) -> None:
-    """For q1.py, before hydra.main: `error: ...` and exit code 1 for a bad option."""
-    if any(arg.startswith("-") and arg not in RUNNING_FLAGS for arg in argv):
-        return  # --help, --cfg, -cd ...: Hydra's business, nothing runs
-    try:
-        check_command_line([arg for arg in argv if arg not in RUNNING_FLAGS], config_dir)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
