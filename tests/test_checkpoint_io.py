@@ -19,14 +19,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mnist_study import checkpoint_io
-from mnist_study.checkpoint_io import (
-    AtomicCheckpointIO,
-    CheckpointDiskFull,
-    UnreadableCheckpoint,
-    check_loadable,
-    remove_orphaned_temp_files,
-)
+from mnist_study.atomic_files import DiskFull, open_for_writing, remove_orphaned_temp_files
+from mnist_study.checkpoint_io import AtomicCheckpointIO, UnreadableCheckpoint, check_loadable
 from mnist_study.errors import UserError
 
 from .conftest import run_script
@@ -85,7 +79,7 @@ class RecordingOpener:
 
     def __call__(self, path: Path) -> BinaryIO:
         self.opened.append(path)
-        return checkpoint_io.open_for_writing(path)
+        return open_for_writing(path)
 
 
 class DiskFillsUp:
@@ -149,9 +143,9 @@ def test_disk_full_during_fit_keeps_the_previous_last_ckpt_and_names_folder_and_
             before["last.ckpt"] = (folder / "last.ckpt").read_bytes()
             full_disk.append(DiskFillsUp(path, capacity=100))
             return full_disk[-1]
-        return checkpoint_io.open_for_writing(path)
+        return open_for_writing(path)
 
-    with pytest.raises(CheckpointDiskFull) as error:
+    with pytest.raises(DiskFull) as error:
         fit(folder, AtomicCheckpointIO(opener), max_epochs=2)
 
     message = str(error.value)
@@ -183,7 +177,7 @@ def test_disk_full_leaves_the_previous_checkpoint_byte_identical(
         plugin = AtomicCheckpointIO()
         monkeypatch.setattr(os, "fsync", fsync_fills_the_disk)
 
-    with pytest.raises(CheckpointDiskFull) as error:
+    with pytest.raises(DiskFull) as error:
         plugin.save_checkpoint(lightning_like(1), target)
 
     needed = len(serialized(lightning_like(1)))

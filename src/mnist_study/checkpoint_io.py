@@ -1,4 +1,4 @@
-"""Checkpoints written whole or not at all, and a check that a checkpoint file can be resumed from.
+"""Checkpoints written whole or not at all (atomic_files), and a check that a checkpoint file can be resumed from.
 
 Usage::
 
@@ -6,20 +6,16 @@ Usage::
     check_loadable(ckpt_path)  # before Trainer.fit(ckpt_path=...): one-line UnreadableCheckpoint
     trainer = L.Trainer(plugins=[AtomicCheckpointIO()], ...)
 
-A save serializes the checkpoint in memory, writes it to ``.<name>.tmp-<pid>`` in the checkpoint's own
-folder (a rename within one filesystem replaces the file atomically; from /tmp, which may be another
-filesystem, it would be a copy), fsyncs it, renames it onto the target and fsyncs the folder. A crash at any point
-leaves the previous checkpoint as it was; at worst a temp file remains, which the sweep removes.
+A save serializes the checkpoint in memory and writes it with `atomic_files.write_atomically`: a crash at any
+point leaves the previous checkpoint as it was; a full disk is a one-line DiskFull.
 """
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import pickle
 import re
-import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,82 +25,18 @@ import torch
 from fsspec.core import url_to_fs
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_study.errors import UserError
+from mnist_study.atomic_files import open_for_writing, write_atomically
+from mnist_study.errors import UserError, first_line
 
-TEMP_FILE = re.compile(r"\.(?P<target>.+)\.tmp-(?P<pid>\d+)")
 # Every Lightning checkpoint has these, whatever the module and callbacks.
 REQUIRED_KEYS = ("state_dict", "epoch", "global_step")
-NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# fsync of a folder is not supported everywhere (some network and FUSE filesystems); the rename stands.
-UNSUPPORTED_ERRNOS = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR, errno.EACCES)
 
 
-class CheckpointDiskFull(UserError):
-    """No space (or quota) left to save a checkpoint; the previous checkpoint is intact."""
+RUN_OUTPUT_ADVICE = "Free space there, or write the run's output to a bigger disk"
 
 
 class UnreadableCheckpoint(UserError):
     """A checkpoint file that torch.load cannot read, or that is not a Lightning checkpoint."""
-
-
-def temp_path(target: Path) -> Path:
-    """Where a save of `target` by this process writes before the rename."""
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
-
-
-def open_for_writing(path: Path) -> BinaryIO:
-    return open(path, "wb")
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (a no-op where folders cannot be opened or fsynced)."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as err:
-        if err.errno in UNSUPPORTED_ERRNOS:
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in UNSUPPORTED_ERRNOS:
-            raise
-    finally:
-        os.close(fd)
-
-
-def write_atomically(
-    target: Path, data: bytes | memoryview, open_file: Callable[[Path], BinaryIO] = open_for_writing
-) -> None:
-    """Replace `target` by `data`, or leave it as it was; raises CheckpointDiskFull when the disk is full."""
-    folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    temp = temp_path(target)
-    try:
-        with open_file(temp) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, target)
-    except BaseException as err:
-        temp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
-            raise CheckpointDiskFull(no_space_message(folder, target.name, len(data), err)) from err
-        raise
-    fsync_folder(folder)
-
-
-def no_space_message(folder: Path, name: str, size: int, err: OSError) -> str:
-    try:
-        free = f"{shutil.disk_usage(folder).free} bytes free"
-    except OSError:
-        free = "free space unknown"
-    return (
-        f"no space left in {folder} to save {name} ({err.strerror or 'disk full'}): it needs {size} bytes, "
-        f"{free}; the previous {name} is intact. Free space there, or write the run's output to a bigger disk"
-    )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -125,23 +57,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        write_atomically(Path(local_path), buffer.getbuffer(), self.open_file)
-
-
-def remove_orphaned_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temp files that saves killed before their rename left in `folder`; returns what was removed.
-
-    Call it at start, before any save of this run can be in flight.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for path in sorted(folder.iterdir()):
-        if TEMP_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+        write_atomically(Path(local_path), buffer.getbuffer(), RUN_OUTPUT_ADVICE, self.open_file)
 
 
 # --- the loader check -----------------------------------------------------------------------------------
@@ -207,8 +123,3 @@ def refusal(err: pickle.UnpicklingError) -> str:
     """The reason in torch's several-paragraph weights_only error, e.g. 'Unsupported global: GLOBAL x.Y ...'."""
     found = re.search(r"WeightsUnpickler error: ([^\n]+?)(?:\. |\n|$)", str(err))
     return found.group(1) if found else first_line(err)
-
-
-def first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

