@@ -112,12 +112,12 @@ def test_hydra_keeps_its_own_message_for_an_unknown_group_option() -> None:
 
 
 def test_a_range_error_in_a_composed_config_stops_train_before_any_data_is_read(make_cfg, capsys, tmp_path) -> None:
-    cfg = make_cfg("seed=-1", "data.data_dir=/nonexistent/data")
+    cfg = make_cfg("seed=-1", f"data.data_dir={tmp_path / 'data'}")  # a first read would create the folder
     with pytest.raises(SystemExit) as exit_info:
         run_task(train, cfg)
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip() == "error: seed must be an integer in [0, 2**32), got -1"
-    assert not Path("/nonexistent/data").exists()
+    assert not (tmp_path / "data").exists()
 
 
 def test_train_py_refuses_a_bad_value_with_one_line_and_exit_code_1(tmp_path: Path) -> None:

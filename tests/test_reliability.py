@@ -1,5 +1,6 @@
 """Reproducible runs, exact resume, atomic checkpoints, divergence, skipped re-runs and one-line errors."""
 
+import json
 import logging
 import pickle
 import signal
@@ -12,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 
-from mnist_study import mnist_files
+from mnist_study import callbacks, mnist_files
 from mnist_study.callbacks import DivergenceError, DivergenceGuard
 from mnist_study.cli import run_task
 from mnist_study.mnist_files import FILES, raw_dir
@@ -93,9 +94,11 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(make_cfg, tmp
     assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.suffix != ".ckpt"]
 
 
-def test_divergence_stops_with_the_epoch_step_and_a_hint(make_cfg, tmp_path: Path) -> None:
+# Mid-epoch, a validation ends with a checkpoint save (ModelCheckpoint saves after validation, not at epoch end).
+@pytest.mark.parametrize("validation", [(), ("+trainer.val_check_interval=0.5",)], ids=["each-epoch", "mid-epoch"])
+def test_divergence_stops_with_the_epoch_step_and_a_hint(make_cfg, tmp_path: Path, validation: tuple[str]) -> None:
     with pytest.raises(DivergenceError) as caught:
-        train(make_cfg("model=mlp", "optimizer.lr=1e12", "scheduler=none", output_dir=tmp_path / "run"))
+        train(make_cfg("model=mlp", "optimizer.lr=1e12", "scheduler=none", *validation, output_dir=tmp_path / "run"))
     assert "non-finite at epoch 0, step" in str(caught.value)
     assert "lower the learning rate (now optimizer.lr=1e+12" in str(caught.value)
     assert not list(tmp_path.glob("run/checkpoints/*.ckpt"))  # nothing written from a diverged model
@@ -230,20 +233,24 @@ def test_a_sweep_job_whose_last_checkpoint_does_not_load_trains_from_scratch(mak
 def test_a_loss_that_explodes_but_stays_finite_is_flagged(caplog, losses: tuple[float, ...], exploded: bool) -> None:
     """On the real MNIST, softmax at optimizer.lr=1e12 scheduler=none keeps a finite loss of ~1e13 (the
     synthetic digits are too easy to separate for that): the guard's hooks are fed such losses directly."""
-    guard = DivergenceGuard()
-    trainer, module = (
-        SimpleNamespace(current_epoch=0, global_step=0),
-        SimpleNamespace(hparams={"optimizer": {"lr": 1e12}}),
-    )
+    guard = DivergenceGuard(lr=1e12)
+    trainer, module = SimpleNamespace(current_epoch=0, global_step=0), None
     guard.on_train_epoch_start(trainer, module)  # type: ignore[arg-type]
     for loss in losses:
         guard.on_train_batch_end(trainer, module, torch.tensor(loss), None, 0)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="mnist_study.callbacks"):
         guard.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
     assert guard.exploded is exploded and ("the training loss exploded at epoch 0" in caplog.text) is exploded
-    restored = DivergenceGuard()
+    restored = DivergenceGuard(lr=1e12)
     restored.load_state_dict(guard.state_dict())  # kept in the checkpoint: a resumed run still knows
     assert restored.exploded is exploded
+
+
+def test_a_run_whose_loss_exploded_says_so_in_result_json(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(callbacks, "EXPLODED_LOSS", 0.0)  # every epoch's mean loss is then over the limit
+    result = train(make_cfg("model=softmax", output_dir=tmp_path / "run"))
+    assert result["exploded"] is True
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["exploded"] is True
 
 
 def test_corrupted_idx_file_names_file_md5_and_fix(make_cfg, tmp_path: Path, capsys) -> None:

@@ -10,7 +10,7 @@ from mnist_study.errors import UserError
 from mnist_study.training import check_launch, train
 
 from .conftest import ROOT, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
-from .test_train import assert_logged_val_metrics_are_the_checkpoints, scalars
+from .test_train import assert_logged_metrics_are_the_checkpoints, scalars
 
 
 class CountTrainingImages(Callback):
@@ -41,7 +41,7 @@ def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, add_callback
         assert seen == [(TRAIN_SIZE - VAL_SIZE) // 2] * 2  # disjoint halves: each image once per epoch
 
     # The logged validation metrics are those of the whole split, combined exactly across the two ranks.
-    assert_logged_val_metrics_are_the_checkpoints(tmp_path / "two", make_cfg(*config))
+    assert_logged_metrics_are_the_checkpoints(tmp_path / "two", make_cfg(*config))
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

@@ -16,7 +16,7 @@ from mnist_study.optim import build_optimizer
 from mnist_study.training import build_classifier, build_datamodule, train
 from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
 
-from .conftest import ROOT, data_overrides, run_script
+from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
 
 EPOCH_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "train/epoch_s", "train/images_per_s"}
 
@@ -27,17 +27,18 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def assert_logged_val_metrics_are_the_checkpoints(run_dir: Path, cfg: DictConfig) -> None:
-    """The last epoch's val/acc and val/loss are those of last.ckpt over the whole validation split."""
+def assert_logged_metrics_are_the_checkpoints(run_dir: Path, cfg: DictConfig, split: str = "val") -> None:
+    """The last epoch's <tag>/acc and <tag>/loss are those of last.ckpt over the whole split (val, or test as
+    test_epoch/)."""
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    images, labels = datamodule.splits["val"]
+    images, labels = datamodule.splits[split]
     model = MNISTClassifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
     with torch.no_grad():
         logits = model(images)
-    logged = scalars(run_dir)
-    assert logged["val/acc"][-1] == pytest.approx((logits.argmax(1) == labels).float().mean().item(), abs=1e-6)
-    assert logged["val/loss"][-1] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    logged, tag = scalars(run_dir), "val" if split == "val" else "test_epoch"
+    assert logged[f"{tag}/acc"][-1] == pytest.approx((logits.argmax(1) == labels).float().mean().item(), abs=1e-6)
+    assert logged[f"{tag}/loss"][-1] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
 
 
 def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Path) -> None:
@@ -47,11 +48,14 @@ def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Pa
     logged = scalars(run)
     assert logged.keys() >= EPOCH_TAGS
     assert all(len(logged[tag]) == 2 for tag in EPOCH_TAGS)  # once per epoch, not per step
+    for images_per_s, epoch_s in zip(logged["train/images_per_s"], logged["train/epoch_s"], strict=True):
+        assert images_per_s * epoch_s > 1.001 * (TRAIN_SIZE - VAL_SIZE)  # over the training time alone
+    assert metrics["exploded"] is False
     assert logged["val_best/test_acc"] == [pytest.approx(metrics["test/acc"])]
     assert metrics["test/acc"] > 0.5  # the synthetic digits are easy
     assert logged["val_best/val_acc"] == [pytest.approx(metrics["best_val/acc"])] == [max(logged["val/acc"])]
     assert not [tag for tag in logged if tag.startswith("hp/")]  # the HPARAMS tab reads val_best/ and val/ directly
-    assert_logged_val_metrics_are_the_checkpoints(run, make_cfg())
+    assert_logged_metrics_are_the_checkpoints(run, make_cfg())
 
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
@@ -65,6 +69,8 @@ def test_test_every_epoch_logs_test_curves_apart_from_model_selection(make_cfg, 
     logged = scalars(tmp_path / "run")
     assert len(logged["test_epoch/acc"]) == 2 and len(logged["test_epoch/loss"]) == 2
     assert len(logged["val/acc"]) == 2
+    for split in ("val", "test"):  # each curve is its own split's, whatever the order of the loaders
+        assert_logged_metrics_are_the_checkpoints(tmp_path / "run", make_cfg(), split)
 
 
 def test_resume_continues_the_run_in_its_own_directory(make_cfg, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -27,18 +28,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def validating_within_fit(trainer: L.Trainer) -> bool:
+    """The validation of a fit's epoch (or part of one), not the sanity check or trainer.validate(). During it,
+    `trainer.training` is False: Lightning switches the stage to validating."""
+    return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+
+
 class EpochTimer(L.Callback):
     """Logs `train/epoch_s` (the seconds of an epoch: training + validation) and `train/images_per_s` (training
     only) per epoch."""
 
     def __init__(self) -> None:
         self.epoch_seconds: list[float] = []
-        self._start = self._train_end = 0.0
+        self._start = self._validation_start = self._validation_seconds = 0.0
         self._images = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         synchronize(module.device)
-        self._start, self._train_end, self._images = time.perf_counter(), 0.0, 0
+        self._start, self._validation_seconds, self._images = time.perf_counter(), 0.0, 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, _: int
@@ -46,15 +53,19 @@ class EpochTimer(L.Callback):
         self._images += len(batch[1])
 
     def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.training and not trainer.sanity_checking:
+        if validating_within_fit(trainer):
             synchronize(module.device)
-            self._train_end = time.perf_counter()
+            self._validation_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if validating_within_fit(trainer):  # once or more an epoch (trainer.val_check_interval), or not at all
+            synchronize(module.device)
+            self._validation_seconds += time.perf_counter() - self._validation_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         synchronize(module.device)  # in Lightning 2, on_train_epoch_end runs after the epoch's validation
-        now = time.perf_counter()
-        self.epoch_seconds.append(now - self._start)
-        train_seconds = (self._train_end or now) - self._start
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        train_seconds = self.epoch_seconds[-1] - self._validation_seconds
         module.log(EPOCH_SECONDS, self.epoch_seconds[-1], sync_dist=True)
         module.log(IMAGES_PER_SECOND, self._images * trainer.world_size / max(train_seconds, 1e-9), sync_dist=True)
 
@@ -71,7 +82,8 @@ class DivergenceGuard(L.Callback):
     of the diverged model is written. A loss that stays finite but explodes (an epoch's mean above
     EXPLODED_LOSS) is warned about once and recorded in `exploded_epochs`; result.json says "exploded"."""
 
-    def __init__(self) -> None:
+    def __init__(self, lr: float) -> None:
+        self.lr = lr  # the configured peak rate, for the advice in the messages
         self._first_bad_step: Tensor | float = math.inf
         self._loss_sum: Tensor | float = 0.0
         self._batches = 0
@@ -108,33 +120,31 @@ class DivergenceGuard(L.Callback):
             self._loss_sum = loss.detach().float() + self._loss_sum
 
     def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.training and not trainer.sanity_checking:
-            self.check(trainer, module)
+        if validating_within_fit(trainer):  # a checkpoint may be saved when this validation ends
+            self.check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.check(trainer, module)
+        self.check(trainer)
         mean = float(self._loss_sum) / max(self._batches, 1)
         if mean > EXPLODED_LOSS and trainer.current_epoch not in self.exploded_epochs:
             if not self.exploded_epochs:
-                lr = module.hparams["optimizer"]["lr"]
                 log.warning(
                     "the training loss exploded at epoch %d: mean %.3g, over 100x chance level (ln 10 = 2.30); the "
                     "run goes on but its result is not trustworthy (result.json: exploded); lower the learning rate "
                     "(now optimizer.lr=%g, try optimizer.lr=%g)",
                     trainer.current_epoch,
                     mean,
-                    lr,
-                    lr / 10,
+                    self.lr,
+                    self.lr / 10,
                 )
             self.exploded_epochs.append(trainer.current_epoch)
 
-    def check(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def check(self, trainer: L.Trainer) -> None:
         step = float(self._first_bad_step)
         if math.isfinite(step):
-            lr = module.hparams["optimizer"]["lr"]
             raise DivergenceError(
                 f"the training loss became non-finite at epoch {trainer.current_epoch}, step {int(step)}: the run "
-                f"diverged; lower the learning rate (now optimizer.lr={lr:g}, try optimizer.lr={lr / 10:g})"
+                f"diverged; lower the learning rate (now optimizer.lr={self.lr:g}, try optimizer.lr={self.lr / 10:g})"
             )
 
 
@@ -210,14 +220,18 @@ class StudyComparison(AfterEachEpoch):
     regularizer its models. Their groups (val_by_model/, val_by_regularizer/, val_vs_train/) sort after train/
     and val/, which Time Series shows first."""
 
+    def __init__(self, model: str, regularizer: str) -> None:
+        super().__init__()
+        self.model, self.regularizer = model, regularizer
+
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if writer := rank_zero_writer(trainer):
-            writer.add_custom_scalars(comparison_layout(run_name(trainer), *self._names(module)))
+            writer.add_custom_scalars(comparison_layout(run_name(trainer), self.model, self.regularizer))
 
     def epoch_done(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
         if not (writer := rank_zero_writer(trainer)):
             return
-        model, regularizer, run = *self._names(module), run_name(trainer)
+        model, regularizer, run = self.model, self.regularizer, run_name(trainer)
         metrics = trainer.callback_metrics  # already synced across ranks
         for metric in ("acc", "loss"):
             if (value := metrics.get(f"val/{metric}")) is not None:
@@ -226,10 +240,6 @@ class StudyComparison(AfterEachEpoch):
             for stage in ("train", "val"):
                 if (value := metrics.get(f"{stage}/{metric}")) is not None:
                     writer.add_scalar(f"val_vs_train/{run}/{stage}_{metric}", float(value), epoch)
-
-    @staticmethod
-    def _names(module: L.LightningModule) -> tuple[str, str]:
-        return module.hparams["model"]["name"], module.hparams["regularizer"]["name"]
 
 
 def rank_zero_writer(trainer: L.Trainer) -> SummaryWriter | None:

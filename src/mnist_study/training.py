@@ -245,10 +245,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.progress_bar_callback
         else nullcontext()
     ):
-        trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint)
+        # weights_only: a checkpoint file is data, never code (README: Trust)
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         best = trainer.checkpoint_callback
         tested = best.best_model_path if best is not None else None  # none saved with debug=fast: the last weights
-        trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False)
+        trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False, weights_only=True)
     finished = datetime.now(timezone.utc)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -256,6 +257,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["best_val/acc"] = float(best.best_model_score)
     result = {**metrics, **run_facts(cfg, classifier, trainer), "started": started.isoformat()}
     result |= {"finished": finished.isoformat(), "seconds": (finished - started).total_seconds()}
+    if guard := next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None):
+        result["exploded"] = guard.exploded
     if errors := next((c for c in trainer.callbacks if isinstance(c, ErrorAnalysis)), None):
         result |= {"per_class_acc": errors.per_class_acc, "confusion_matrix": errors.confusion_matrix}
     if trainer.is_global_zero:
