@@ -1,4 +1,5 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -43,19 +44,27 @@ def test_train_and_val_are_disjoint_and_cover_the_training_set(datamodule: MNIST
 
 
 def test_shuffle_is_a_function_of_seed_and_epoch() -> None:
-    sampler = EpochShuffle(100, seed=7)
-    first = sampler.indices()
-    sampler.set_epoch(1)
-    second = sampler.indices()
+    shuffle = EpochShuffle(100, seed=7)
+    first, second = shuffle.indices(0), shuffle.indices(1)
     assert not torch.equal(first, second)
     assert sorted(second.tolist()) == list(range(100))
-    resumed = EpochShuffle(100, seed=7)
-    resumed.set_epoch(1)
-    assert torch.equal(resumed.indices(), second)
+    assert torch.equal(EpochShuffle(100, seed=7).indices(1), second)  # a resumed run: the same order
+    assert not torch.equal(EpochShuffle(100, seed=8).indices(1), second)
+
+
+def test_each_pass_over_the_training_set_takes_the_trainers_current_epoch(datamodule: MNISTDataModule) -> None:
+    trainer = SimpleNamespace(current_epoch=0, global_rank=0, world_size=1, overfit_batches=0)
+    datamodule.trainer = trainer  # type: ignore[assignment]
+    loader = datamodule.train_dataloader()  # made once, as Lightning does; iterated every epoch
+    labels = [torch.cat([y for _, y in loader])]
+    trainer.current_epoch = 1
+    labels.append(torch.cat([y for _, y in loader]))
+    assert not torch.equal(labels[0], labels[1])
+    assert torch.equal(labels[1], torch.cat([y for _, y in datamodule.train_dataloader(epoch=1)]))
 
 
 def test_ranks_see_every_sample_once_per_epoch() -> None:
-    shards = [EpochShuffle(10, seed=0, rank=r, world_size=2).indices() for r in range(2)]
+    shards = [EpochShuffle(10, seed=0, rank=r, world_size=2).indices(0) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 5
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
 

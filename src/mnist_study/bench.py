@@ -64,8 +64,7 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
     optimizer, scheduler = build_optimizer(net.parameters(), cfg.optimizer, cfg.scheduler, total_steps)
     seconds = []
     for epoch in range(cfg.trainer.max_epochs):
-        loader = datamodule.train_dataloader()
-        loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        loader = datamodule.train_dataloader(epoch)
         synchronize(device)
         start = time.perf_counter()
         net.train()

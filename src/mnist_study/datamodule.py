@@ -6,7 +6,7 @@ training on them; slicing one tensor costs one gather per batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +21,18 @@ MEAN, STD = 0.1307, 0.3081
 
 
 class EpochShuffle:
-    """A seeded permutation per epoch, sharded by rank.
-
-    Lightning calls `set_epoch` at the start of every epoch (also after a resume), so the order depends
-    only on (seed, epoch) and a resumed run sees exactly the batches an uninterrupted one would. Each
-    rank takes every world_size-th index of the same permutation, padded like DistributedSampler so all
-    ranks run the same number of steps.
-    """
+    """A seeded permutation per epoch, sharded by rank: the order depends only on (seed, epoch), so a resumed run
+    sees exactly the batches an uninterrupted one would. Each rank takes every world_size-th index of the same
+    permutation, padded like DistributedSampler so all ranks run the same number of steps."""
 
     def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return -(-self.size // self.world_size)
 
-    def indices(self) -> Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+    def indices(self, epoch: int) -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(self.size, generator=generator)
         padded = len(self) * self.world_size
         if padded > self.size:
@@ -49,26 +41,31 @@ class EpochShuffle:
 
 
 class TensorBatches:
-    """An iterable of (images, labels) batches of one split ("train", "val", "test"), cut from two tensors;
-    shuffled when given a sampler."""
-
-    batch_sampler = None  # read by Lightning, which otherwise assumes a torch DataLoader
+    """An iterable of (images, labels) batches of one split ("train", "val", "test"), cut from two tensors; when
+    given a shuffle, each pass takes the permutation of the epoch that `epoch()` returns at its start."""
 
     def __init__(
-        self, split: str, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShuffle | None = None
+        self,
+        split: str,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: EpochShuffle | None = None,
+        epoch: Callable[[], int] = lambda: 0,
     ) -> None:
-        self.split, self.images, self.labels, self.batch_size, self.sampler = split, images, labels, batch_size, sampler
+        self.split, self.images, self.labels, self.batch_size = split, images, labels, batch_size
+        self.shuffle, self.epoch = shuffle, epoch
 
     def __len__(self) -> int:
-        count = len(self.sampler) if self.sampler is not None else len(self.labels)
+        count = len(self.shuffle) if self.shuffle is not None else len(self.labels)
         return -(-count // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        if self.sampler is None:
+        if self.shuffle is None:
             for start in range(0, len(self.labels), self.batch_size):
                 yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
             return
-        order = self.sampler.indices().to(self.labels.device)
+        order = self.shuffle.indices(self.epoch()).to(self.labels.device)
         for batch in order.split(self.batch_size):
             yield self.images[batch], self.labels[batch]
 
@@ -159,13 +156,21 @@ class MNISTDataModule(L.LightningDataModule):
         # Evaluation shards are disjoint and unpadded, so the synced metrics count every image once.
         return TensorBatches(split, images[rank::world_size], labels[rank::world_size], self.eval_batch_size)
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self, epoch: int | None = None) -> TensorBatches:
+        """Shuffled anew each epoch: by the trainer's current epoch at the start of each pass (a resumed run
+        included), or by `epoch` for a loop without a Trainer."""
         images, labels = self.splits["train"]
         rank, world_size = self._rank()
-        sampler = EpochShuffle(len(labels), self.shuffle_seed, rank, world_size)
+        shuffle: EpochShuffle | None = EpochShuffle(len(labels), self.shuffle_seed, rank, world_size)
         if self.trainer is not None and self.trainer.overfit_batches:  # the same first batches every epoch
-            images, labels, sampler = images[rank::world_size], labels[rank::world_size], None
-        return TensorBatches("train", images, labels, self.batch_size, sampler)
+            images, labels, shuffle = images[rank::world_size], labels[rank::world_size], None
+        return TensorBatches("train", images, labels, self.batch_size, shuffle, self._epoch_source(epoch))
+
+    def _epoch_source(self, epoch: int | None) -> Callable[[], int]:
+        if epoch is not None:
+            return lambda: epoch
+        trainer = self.trainer
+        return (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
 
     def val_dataloader(self) -> TensorBatches | list[TensorBatches]:
         if self.test_every_epoch:
