@@ -49,6 +49,15 @@ def test_epochs_are_the_x_axis_and_the_learning_rate_is_logged_per_step(make_cfg
     assert max(e.value for e in rates) == pytest.approx(0.0005, rel=0.05)  # tuned_lr.softmax
 
 
+def test_a_constant_rate_is_logged_under_the_same_tag(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("model=softmax", "scheduler=none", "trainer.log_every_n_steps=2"))
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    rates = {e.value for e in events.Scalars("train/lr")}
+    assert len(rates) == 1 and rates.pop() == pytest.approx(0.0005)  # tuned_lr.softmax, every step
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("lr-")]  # LearningRateMonitor's fallback
+
+
 def test_time_series_opens_on_the_training_and_validation_curves(sweep: Path) -> None:
     """TensorBoard's Time Series groups the cards by the tag's first segment, sorts the groups and expands only the
     first two: they must be train/ and val/, not the comparison copies or single-point cards."""

@@ -128,8 +128,8 @@ class MNISTClassifier(L.LightningModule):
             self.hparams["scheduler"],
             int(self.trainer.estimated_stepping_batches),
         )
-        if scheduler is None:
-            return optimizer
+        if scheduler is None:  # a constant rate, as a schedule: LearningRateMonitor names only schedules' rates
+            scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
         # "name": the tag under which LearningRateMonitor logs the rate, in TensorBoard's train/ group
         schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}
