@@ -19,7 +19,7 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-study: $(STAMP)  # the 9 networks x 3 seeds, then the report (docs/results/report.md)
+study: $(STAMP)  # the 9 networks x 3 seeds, then the report in the sweep's folder (make results: docs/results/)
 	$(PY) train.py -m experiment=study seed=0,1,2
 
 tune: $(STAMP)  # each model's peak learning rate, chosen on validation accuracy (docs/results/tune.md)
