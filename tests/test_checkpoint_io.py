@@ -119,7 +119,8 @@ def test_fit_saves_loadable_checkpoints_through_the_plugin_and_leaves_no_temp_fi
 
     assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
     pid = os.getpid()
-    assert [p.name for p in opener.opened] == [f".epoch=0-step=2.ckpt.tmp-{pid}", f".last.ckpt.tmp-{pid}"]
+    targets = [re.fullmatch(rf"\.(.+)\.tmp-{pid}-[0-9a-f]{{8}}", p.name) for p in opener.opened]
+    assert [found and found.group(1) for found in targets] == ["epoch=0-step=2.ckpt", "last.ckpt"]
     assert all(p.parent == folder for p in opener.opened), "temp files are written in the checkpoint's own folder"
     for path in folder.iterdir():
         check_loadable(path)
@@ -278,7 +279,7 @@ def test_a_save_killed_before_its_rename_keeps_the_previous_checkpoint_and_the_s
     (pid,) = result.stdout.split()
     assert (folder / "last.ckpt").read_bytes() == serialized(lightning_like(0))
     check_loadable(folder / "last.ckpt")
-    orphan = folder / f".last.ckpt.tmp-{pid}"
+    (orphan,) = folder.glob(f".last.ckpt.tmp-{pid}-*")
     assert orphan.read_bytes() == serialized(lightning_like(1)), "killed after the write, before the rename"
 
     assert remove_orphaned_temp_files(folder) == [orphan]
@@ -291,7 +292,7 @@ def test_the_sweep_removes_only_this_plugins_temp_files(tmp_path: Path) -> None:
     for name in names:
         (tmp_path / name).write_bytes(b"keep")
     (tmp_path / ".folder.tmp-5").mkdir()
-    orphans = [tmp_path / ".epoch=0-step=2.ckpt.tmp-77", tmp_path / ".last.ckpt.tmp-123"]
+    orphans = [tmp_path / ".epoch=0-step=2.ckpt.tmp-77-0a1b2c3d", tmp_path / ".last.ckpt.tmp-123"]
     for orphan in orphans:
         orphan.write_bytes(b"orphan")
 

@@ -99,7 +99,7 @@ def test_a_full_disk_while_converting_leaves_no_partial_file(tmp_path: Path, mon
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(
-        DiskFull, match=r"^no space left in .* the previous .* is intact\. .*set data\.data_dir"
+        DiskFull, match=r"^no space left in .* no partial train-images-idx3-ubyte is left\. .*set data\.data_dir"
     ) as error:
         mnist_files.ensure_mnist(tmp_path / "data", checksums, download=False)
     assert isinstance(error.value, UserError) and "\n" not in str(error.value)

@@ -234,13 +234,16 @@ def test_a_loss_that_explodes_but_stays_finite_is_flagged(caplog, losses: tuple[
     """On the real MNIST, softmax at optimizer.lr=1e12 scheduler=none keeps a finite loss of ~1e13 (the
     synthetic digits are too easy to separate for that): the guard's hooks are fed such losses directly."""
     guard = DivergenceGuard(lr=1e12)
-    trainer, module = SimpleNamespace(current_epoch=0, global_step=0), None
+    logged: dict[str, float] = {}
+    trainer = SimpleNamespace(current_epoch=0, global_step=0)
+    module = SimpleNamespace(log=lambda name, value, **_: logged.__setitem__(name, value))
     guard.on_train_epoch_start(trainer, module)  # type: ignore[arg-type]
     for loss in losses:
         guard.on_train_batch_end(trainer, module, torch.tensor(loss), None, 0)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="mnist_study.callbacks"):
         guard.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
     assert guard.exploded is exploded and ("the training loss exploded at epoch 0" in caplog.text) is exploded
+    assert logged == {"train/exploded": float(exploded)}  # what result.json reads, from every rank
     restored = DivergenceGuard(lr=1e12)
     restored.load_state_dict(guard.state_dict())  # kept in the checkpoint: a resumed run still knows
     assert restored.exploded is exploded

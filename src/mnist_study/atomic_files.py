@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,19 +19,20 @@ from typing import BinaryIO
 
 from mnist_study.errors import UserError
 
-TEMP_FILE = re.compile(r"\.(?P<target>.+)\.tmp-(?P<pid>\d+)")
+# .<name>.tmp-<pid>-<random>: unique even for writers with one pid on two hosts of a shared filesystem
+TEMP_FILE = re.compile(r"\.(?P<target>.+)\.tmp-(?P<pid>\d+)(-[0-9a-f]+)?")
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # fsync of a folder is not supported everywhere (some network and FUSE filesystems); the rename stands.
 UNSUPPORTED_ERRNOS = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR, errno.EACCES)
 
 
 class DiskFull(UserError):
-    """No space (or quota) left to write a file; the previous file is intact."""
+    """No space (or quota) left to write a file; the previous file, if any, is intact."""
 
 
 def temp_path(target: Path) -> Path:
-    """Where a write of `target` by this process goes before the rename."""
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    """Where a write of `target` goes before the rename."""
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def open_for_writing(path: Path) -> BinaryIO:
@@ -73,19 +75,20 @@ def write_atomically(
     except BaseException as err:
         temp.unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
-            raise DiskFull(no_space_message(folder, target.name, len(data), err) + advice) from err
+            raise DiskFull(no_space_message(target, len(data), err) + advice) from err
         raise
     fsync_folder(folder)
 
 
-def no_space_message(folder: Path, name: str, size: int, err: OSError) -> str:
+def no_space_message(target: Path, size: int, err: OSError) -> str:
     try:
-        free = f"{shutil.disk_usage(folder).free} bytes free"
+        free = f"{shutil.disk_usage(target.parent).free} bytes free"
     except OSError:
         free = "free space unknown"
+    kept = f"the previous {target.name} is intact" if target.exists() else f"no partial {target.name} is left"
     return (
-        f"no space left in {folder} to save {name} ({err.strerror or 'disk full'}): it needs {size} bytes, "
-        f"{free}; the previous {name} is intact. "
+        f"no space left in {target.parent} to save {target.name} ({err.strerror or 'disk full'}): it needs {size} "
+        f"bytes, {free}; {kept}. "
     )
 
 

@@ -43,6 +43,9 @@ class EpochTimer(L.Callback):
         self._start = self._validation_start = self._validation_seconds = 0.0
         self._images = 0
 
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, module)  # a run resumed mid-epoch starts there, without that hook
+
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         synchronize(module.device)
         self._start, self._validation_seconds, self._images = time.perf_counter(), 0.0, 0
@@ -75,6 +78,7 @@ class DivergenceError(UserError):
 
 
 EXPLODED_LOSS = 100 * math.log(10)  # 100x the cross-entropy of guessing among 10 classes
+EXPLODED = "train/exploded"  # 1.0 once an epoch's mean loss went over EXPLODED_LOSS (not written to TensorBoard)
 
 
 class DivergenceGuard(L.Callback):
@@ -138,6 +142,8 @@ class DivergenceGuard(L.Callback):
                     self.lr / 10,
                 )
             self.exploded_epochs.append(trainer.current_epoch)
+        # For result.json, through callback_metrics: they come back from ddp_spawn's processes, and any rank counts.
+        module.log(EXPLODED, float(self.exploded), logger=False, sync_dist=True, reduce_fx="max")
 
     def check(self, trainer: L.Trainer) -> None:
         step = float(self._first_bad_step)

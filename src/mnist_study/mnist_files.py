@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import http.client
 import importlib.metadata
 import os
 import pickle
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_study.atomic_files import write_atomically
-from mnist_study.errors import UserError
+from mnist_study.errors import UserError, first_line
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -305,8 +306,9 @@ def _from_torchvision_download(data_dir: Path) -> str:
 
         MNIST(root=str(data_dir), train=True, download=True)
         MNIST(root=str(data_dir), train=False, download=True)
-    except (OSError, RuntimeError, EOFError) as err:  # no network (URLError is an OSError), a cut-off file
-        return f"torchvision download: failed ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    # No network (URLError is an OSError), a cut-off response or file, a malformed proxy URL; not a bug of ours.
+    except (OSError, RuntimeError, EOFError, http.client.HTTPException, http.client.InvalidURL) as err:
+        return f"torchvision download: failed ({first_line(err)})"
     return ""
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_study.atomic_files import remove_orphaned_temp_files
-from mnist_study.callbacks import DivergenceGuard
+from mnist_study.callbacks import EXPLODED
 from mnist_study.checkpoint_io import AtomicCheckpointIO, UnreadableCheckpoint, check_loadable, checkpoint_problem
 from mnist_study.classifier import MNISTClassifier
 from mnist_study.cli import FAILURE_FILE, in_multirun
@@ -247,6 +247,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ):
         # weights_only: a checkpoint file is data, never code (README: Trust)
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        exploded = trainer.callback_metrics.get(EXPLODED)  # read before test() replaces the metrics
         best = trainer.checkpoint_callback
         tested = best.best_model_path if best is not None else None  # none saved with debug=fast: the last weights
         trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False, weights_only=True)
@@ -257,8 +258,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["best_val/acc"] = float(best.best_model_score)
     result = {**metrics, **run_facts(cfg, classifier, trainer), "started": started.isoformat()}
     result |= {"finished": finished.isoformat(), "seconds": (finished - started).total_seconds()}
-    if guard := next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None):
-        result["exploded"] = guard.exploded
+    if exploded is not None:  # absent without the divergence guard
+        result["exploded"] = bool(exploded)
     if errors := next((c for c in trainer.callbacks if isinstance(c, ErrorAnalysis)), None):
         result |= {"per_class_acc": errors.per_class_acc, "confusion_matrix": errors.confusion_matrix}
     if trainer.is_global_zero:
