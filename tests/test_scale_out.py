@@ -36,6 +36,7 @@ def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, add_callback
     assert two["train/loss"] == pytest.approx(one["train/loss"], rel=1e-4)
     assert two["val/loss"] == pytest.approx(one["val/loss"], rel=1e-4)
     assert double["test/acc"] == pytest.approx(single["test/acc"], abs=1.01 / TEST_SIZE)  # one image at most
+    assert double["exploded"] is False  # there after ddp_spawn too: it comes back with callback_metrics
     for epoch in (0, 1):
         seen = [int((tmp_path / f"rank{rank}-epoch{epoch}.txt").read_text()) for rank in (0, 1)]
         assert seen == [(TRAIN_SIZE - VAL_SIZE) // 2] * 2  # disjoint halves: each image once per epoch
