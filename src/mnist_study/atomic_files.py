@@ -2,8 +2,8 @@
 
 A rename within one folder replaces the file atomically (from /tmp, which may be another filesystem, it would
 be a copy); fsyncing the file before and the folder after makes the result survive a crash. At any point of a
-failure the previous file is as it was; at worst a temp file `.<name>.tmp-<pid>` remains, which
-`remove_orphaned_temp_files` deletes at the next start.
+failure the previous file is as it was; at worst a temp file `.<name>.tmp-<pid>-<random>` remains, which
+`remove_orphaned_temp_files` deletes (train.py calls it on the run's checkpoint folder before training).
 """
 
 from __future__ import annotations
