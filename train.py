@@ -6,9 +6,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnist_study.cli import refuse_bad_command_line, run_task
-from mnist_study.run_guard import run_main
-from mnist_study.schema import check_command_line
+from mnist_study.config.command_line import check_command_line
+from mnist_study.runs.ending import refuse_bad_command_line, run_task
+from mnist_study.runs.signals import run_main
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -16,8 +16,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict | None:
     # Imported here, not above: --help and a bad command line answer before torch and Lightning load (seconds).
-    from mnist_study.training import train
-    from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
+    from mnist_study.training.pipeline import train
+    from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
 
     skip_lightnings_nvml_check_without_gpus()
     return run_task(train, cfg)

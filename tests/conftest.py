@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from mnist_study import mnist_files
+from mnist_study.data import mnist_files
 
 if "PYTEST_XDIST_WORKER" in os.environ:  # the suite runs on `-n auto` workers, one per core: one thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in the test subprocesses
@@ -94,7 +94,7 @@ def make_cfg(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path: Path):
 @pytest.fixture
 def add_callback(monkeypatch: pytest.MonkeyPatch):
     """Make train() append a callback to the Trainer it builds (undone by monkeypatch.undo())."""
-    from mnist_study import training
+    from mnist_study.training import pipeline as training
 
     def install(callback) -> None:
         build = training.build_trainer

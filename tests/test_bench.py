@@ -1,6 +1,7 @@
 import torch
 
-from mnist_study import bench, step_bench
+from benchmarks import epoch_times as bench
+from benchmarks import step_times as step_bench
 
 from .conftest import data_overrides
 

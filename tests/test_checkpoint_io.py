@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mnist_study.atomic_files import DiskFull, open_for_writing, remove_orphaned_temp_files
-from mnist_study.checkpoint_io import AtomicCheckpointIO, UnreadableCheckpoint, check_loadable
 from mnist_study.errors import UserError
+from mnist_study.training.checkpoint_io import AtomicCheckpointIO, UnreadableCheckpoint, check_loadable
 
 from .conftest import run_script
 
@@ -250,7 +250,7 @@ def test_storage_options_are_refused_as_by_torch_checkpoint_io(tmp_path: Path) -
 KILLED_SAVE = """
 import os, signal, sys
 import torch
-from mnist_study.checkpoint_io import AtomicCheckpointIO
+from mnist_study.training.checkpoint_io import AtomicCheckpointIO
 
 def checkpoint(epoch):
     return {"state_dict": {"w": torch.full((3,), float(epoch))}, "epoch": epoch, "global_step": 2 * epoch}

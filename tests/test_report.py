@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_study.report import Run, findings, not_the_full_study, summed_confusion, write_report
-from mnist_study.stats import welch
+from mnist_study.reporting.figures import summed_confusion
+from mnist_study.reporting.report import findings, not_the_full_study, write_report
+from mnist_study.reporting.stats import welch
+from mnist_study.reporting.sweep import Run
 
 from .conftest import ROOT, data_overrides, run_script
 
@@ -92,31 +94,6 @@ def test_confusion_matrices_and_mistakes_are_in_the_report(sweep: Path) -> None:
     assert f"![{copied.name}]({copied.name})" in report
 
 
-def test_runs_of_an_older_train_py_are_reported_from_their_config_and_files(sweep: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "sweep"
-    shutil.copytree(sweep, copy)
-    for result_file in copy.glob("*/result.json"):
-        result = json.loads(result_file.read_text())
-        result_file.write_text(json.dumps({k: result[k] for k in OLD_RESULT_KEYS}))
-        (result_file.parent / "misclassified.png").unlink(missing_ok=True)
-    for name in ("confusion_matrices.png", "report.md"):
-        (copy / name).unlink(missing_ok=True)
-    for old_figure in copy.glob("misclassified_*.png"):
-        old_figure.unlink()
-
-    write_report(copy)
-
-    report = (copy / "report.md").read_text()
-    assert "4 of 4 runs complete" in report
-    assert "**Optimizer**: adam; peak learning rate: softmax " in report  # from .hydra/config.yaml
-    assert "**Device**: not recorded" in report and "torch and lightning versions not recorded" in report
-    assert "from file times for runs whose result.json has no start and end" in report
-    assert not (copy / "confusion_matrices.png").exists() and not list(copy.glob("misclassified_*.png"))
-    assert "## What the networks get wrong" not in report
-    rows = read_csv(copy / "results.csv")
-    assert all(row["lr"] and not row["seconds"] for row in rows)
-
-
 def test_exploded_runs_are_flagged(sweep: Path, tmp_path: Path) -> None:
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
@@ -148,7 +125,7 @@ def test_report_lists_missing_and_failed_runs_and_reports_the_rest(sweep: Path, 
 
 
 def test_a_failing_job_does_not_stop_the_sweep(synthetic_mnist, tmp_path: Path) -> None:
-    # A bad value is refused before any job (mnist_study.schema); a rate this large is a valid float but
+    # A bad value is refused before any job (mnist_study.config.schema); a rate this large is a valid float but
     # not a float32, so that job fails once it starts.
     result = run_script(
         "train.py", "-m", "model=softmax", "optimizer.lr=0.002,1e300",

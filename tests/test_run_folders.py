@@ -9,8 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mnist_study.run_guard import LOCK_FILE, MAX_NAME_BYTES, FolderLock, holder_of, job_dirname, run_name
-from mnist_study.training import train
+from mnist_study.runs.artifacts import LOCK_FILE
+from mnist_study.runs.locks import FolderLock, holder_of
+from mnist_study.runs.names import MAX_NAME_BYTES, job_dirname, run_name
+from mnist_study.training.pipeline import train
 
 from .conftest import CONF, ROOT, data_overrides, run_script
 from .pause import Run, pause_override
@@ -84,7 +86,7 @@ def test_a_run_refuses_a_folder_that_a_live_run_holds(synthetic_mnist, tmp_path:
 def test_the_lock_of_a_killed_run_is_taken_over(make_cfg, tmp_path: Path, caplog) -> None:
     run_dir = tmp_path / "run"
     holder = Run(
-        "-c", "import sys; from pathlib import Path; from mnist_study.run_guard import FolderLock; "
+        "-c", "import sys; from pathlib import Path; from mnist_study.runs.locks import FolderLock; "
         f"FolderLock(Path({str(run_dir)!r})); print('PAUSED pid=0', flush=True); sys.stdin.readline()",
         cwd=ROOT, log_dir=tmp_path,
     )  # fmt: skip
@@ -94,7 +96,7 @@ def test_the_lock_of_a_killed_run_is_taken_over(make_cfg, tmp_path: Path, caplog
     holder.proc.wait()
     assert (run_dir / LOCK_FILE).read_text().startswith(f"pid {holder.proc.pid} ")
 
-    with caplog.at_level(logging.INFO, logger="mnist_study.run_guard"):
+    with caplog.at_level(logging.INFO, logger="mnist_study.runs.locks"):
         train(make_cfg("model=softmax", output_dir=run_dir))
     assert "taking over the lock of a run that ended without releasing it" in caplog.text
     assert (run_dir / "result.json").is_file()

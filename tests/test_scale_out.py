@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from lightning import Callback, LightningModule, Trainer
 
-from mnist_study import training
 from mnist_study.errors import UserError
-from mnist_study.training import check_launch, train
+from mnist_study.training import pipeline as training
+from mnist_study.training.pipeline import check_launch, train
 
 from .conftest import ROOT, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
 from .test_train import assert_logged_metrics_are_the_checkpoints, scalars

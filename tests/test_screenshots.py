@@ -1,4 +1,4 @@
-"""python -m mnist_study.screenshots: TensorBoard's pages through headless Chromium. Where Chromium is missing (CI)
+"""python -m tools.screenshots: TensorBoard's pages through headless Chromium. Where Chromium is missing (CI)
 only the checks made before anything starts run: no TensorBoard, no browser."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_study import screenshots
+from tools import screenshots
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def write_small_sweep(logdir: Path) -> None:
     from tensorboard.plugins.hparams import summary_v2 as hp
     from torch.utils.tensorboard import SummaryWriter
 
-    from mnist_study.callbacks import comparison_layout
+    from mnist_study.training.tensorboard import comparison_layout
 
     for model, offset in (("mlp", 0.0), ("cnn", 0.05)):
         with SummaryWriter(logdir / f"model={model}") as writer:

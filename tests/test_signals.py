@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_study.run_guard import StopGuard
+from mnist_study.runs.signals import StopGuard
 
 from .conftest import ROOT, data_overrides
 from .pause import Run, pause_override

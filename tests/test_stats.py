@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mnist_study.stats import Difference, verdict, welch
+from mnist_study.reporting.stats import Difference, verdict, welch
 
 
 def t_upper_tail(x: float, dof: float, steps: int = 20_000) -> float:

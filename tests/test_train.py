@@ -10,11 +10,11 @@ from lightning import Callback
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_study.classifier import MNISTClassifier
 from mnist_study.errors import UserError
-from mnist_study.optim import build_optimizer
-from mnist_study.training import build_classifier, build_datamodule, train
-from mnist_study.upstream import skip_lightnings_nvml_check_without_gpus
+from mnist_study.models.classifier import MNISTClassifier
+from mnist_study.models.optim import build_optimizer
+from mnist_study.training.pipeline import build_classifier, build_datamodule, train
+from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
 
 from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
 

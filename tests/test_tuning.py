@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from mnist_study.errors import UserError
-from mnist_study.tuning import TuningReport, choose, plain_number, write_tuning_report
+from mnist_study.reporting.callbacks import TuningReport
+from mnist_study.reporting.tuning import choose, plain_number, write_tuning_report
 
 from .conftest import CONF, ROOT, run_script
 
@@ -160,14 +161,14 @@ def test_no_run_or_no_result_is_a_one_line_error(tmp_path: Path) -> None:
     write_run(tmp_path, "mlp", 0.001, 0, None)
     with pytest.raises(UserError, match=r"no run in .* has a result yet"):
         write_tuning_report(tmp_path)
-    result = run_script("-m", "mnist_study.tuning", str(tmp_path), cwd=ROOT)
+    result = run_script("-m", "mnist_study.reporting.tuning", str(tmp_path), cwd=ROOT)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: no run in {tmp_path} has a result yet: nothing to choose from"
 
 
 def test_the_cli_writes_tune_md_and_prints_the_block(tmp_path: Path) -> None:
     write_run(tmp_path / "sweep", "softmax", 0.0005, 0, 0.93)
-    result = run_script("-m", "mnist_study.tuning", str(tmp_path / "sweep"), str(tmp_path / "out"), cwd=ROOT)
+    result = run_script("-m", "mnist_study.reporting.tuning", str(tmp_path / "sweep"), str(tmp_path / "out"), cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"tuning: {tmp_path / 'out' / 'tune.md'}",
@@ -181,7 +182,7 @@ def test_the_cli_writes_tune_md_and_prints_the_block(tmp_path: Path) -> None:
 def test_experiment_tune_writes_tune_md_when_the_sweep_ends(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=tune"], return_hydra_config=True)
-    assert cfg.hydra.callbacks.tuning._target_ == "mnist_study.tuning.TuningReport"
+    assert cfg.hydra.callbacks.tuning._target_ == "mnist_study.reporting.callbacks.TuningReport"
 
     write_run(tmp_path, "mlp", 0.001, 0, 0.98)
     TuningReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))

@@ -10,10 +10,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
-from mnist_study.cli import FAILURE_FILE
 from mnist_study.manual_backprop.config import settings_from
 from mnist_study.manual_backprop.descent import HISTORY_FILE, History, descend, side_by_side
 from mnist_study.manual_backprop.report import write_report
+from mnist_study.runs.artifacts import FAILURE_FILE
 
 
 def loss_tag(k: int) -> str:

@@ -33,7 +33,9 @@ class Q1Config(Settings):
     output_dir: str = MISSING
 
 
-ConfigStore.instance().store(name=SCHEMA_NAME, node=Q1Config)
+def register() -> None:
+    """q1_schema in Hydra's ConfigStore, for conf/q1.yaml's defaults list (q1.py calls this first)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=Q1Config)
 
 
 def settings_from(cfg: DictConfig) -> Settings:
@@ -58,6 +60,7 @@ def check_command_line(overrides: Sequence[str], config_dir: Path) -> list[Setti
         else:
             choices.append([(override.input_line, override.value())])
     jobs = []
+    register()
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
         for job in itertools.product(*choices):
             try:

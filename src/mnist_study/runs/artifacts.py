@@ -1,0 +1,9 @@
+"""What a run folder holds, by name: the files runs write and the report reads, and the metric tags they share.
+(No torch import: report.py starts fast.)"""
+
+RESULT_FILE = "result.json"  # written when the run has finished and been tested
+FAILURE_FILE = "failed.txt"  # a failed or stopped run's error, read by the report
+LOCK_FILE = "run.lock"  # held by the live process that trains in the folder (runs.locks)
+EPOCH_SECONDS, IMAGES_PER_SECOND = "train/epoch_s", "train/images_per_s"  # logged by callbacks.EpochTimer
+# The tested checkpoint's figures (error_analysis.ErrorAnalysis): <name>.png in the run's folder, val_best/<name>.
+CONFUSION, MISTAKES = "confusion_matrix", "misclassified"

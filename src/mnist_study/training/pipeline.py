@@ -1,0 +1,188 @@
+"""From a composed config to a trained, tested model: the body of `train.py`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, open_dict
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from mnist_study.atomic_files import remove_orphaned_temp_files
+from mnist_study.config import as_dict
+from mnist_study.config.checks import check_config
+from mnist_study.data.datamodule import MNISTDataModule
+from mnist_study.errors import UserError
+from mnist_study.models.classifier import MNISTClassifier
+from mnist_study.runs.artifacts import FAILURE_FILE, RESULT_FILE
+from mnist_study.runs.ending import in_multirun
+from mnist_study.runs.locks import held_folders
+from mnist_study.training.callbacks import EXPLODED
+from mnist_study.training.checkpoint_io import AtomicCheckpointIO
+from mnist_study.training.error_analysis import ErrorAnalysis
+from mnist_study.training.precision import cpu_name, resolve_precision
+from mnist_study.training.resume import resume_point, run_dir_of
+
+log = logging.getLogger(__name__)
+
+
+class DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")  # Lightning's advertisement for its cloud logger
+
+
+def quiet_lightning() -> None:
+    """Lightning's messages that say nothing about this run."""
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropLightningTips) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The model summary's size estimate assumes fp32 under bf16-mixed: true of the weights, which stay fp32.
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
+
+
+def build_datamodule(cfg: DictConfig) -> MNISTDataModule:
+    return MNISTDataModule(**as_dict(cfg, "data"), shuffle_seed=cfg.seed, test_every_epoch=cfg.test_every_epoch)
+
+
+def build_classifier(cfg: DictConfig) -> MNISTClassifier:
+    return MNISTClassifier(
+        model=as_dict(cfg, "model"),
+        regularizer=as_dict(cfg, "regularizer"),
+        optimizer=as_dict(cfg, "optimizer"),
+        scheduler=as_dict(cfg, "scheduler"),
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The callbacks group (conf/callbacks/) in its order: `~callbacks.<name>` drops one, `+callbacks.<name>=` adds."""
+    return [instantiate(options) for options in (cfg.get("callbacks") or {}).values() if options is not None]
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    options = as_dict(cfg, "trainer")
+    log.info("precision: %s", resolve_precision(options))
+    if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
+        options["enable_progress_bar"] = sys.stderr.isatty()
+    logger = TensorBoardLogger(
+        save_dir=str(output_dir), name="", version="", default_hp_metric=False, **as_dict(cfg, "logger")
+    )
+    with open_dict(cfg):
+        cfg.output_dir = str(output_dir)  # the callbacks' folders follow the run (a resume writes into its own)
+    remove_orphaned_temp_files(output_dir / "checkpoints")  # left by a save that was killed before its rename
+    # The Trainer turns on torch.use_deterministic_algorithms for the process; this is its companion switch, which
+    # torch documents as safe to turn off for programs that read no uninitialized memory (the runs stay bit for bit
+    # reproducible: tests/test_conventions.py) and which costs up to a tenth of a CNN step on the CPU.
+    torch.utils.deterministic.fill_uninitialized_memory = cfg.fill_uninitialized_memory
+    return L.Trainer(
+        **options,
+        logger=logger,
+        callbacks=build_callbacks(cfg),
+        plugins=[AtomicCheckpointIO()],  # temp file in the checkpoint's folder, fsync, rename: on every filesystem
+        default_root_dir=str(output_dir),
+    )
+
+
+def run_facts(cfg: DictConfig, classifier: MNISTClassifier, trainer: L.Trainer) -> dict[str, Any]:
+    """What ran, for result.json and the report: the network, its training settings, the machine."""
+    device = trainer.strategy.root_device
+    return {
+        "model": cfg.model.name,
+        "regularizer": cfg.regularizer.name,
+        "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+        "parameters": classifier.num_parameters,
+        "optimizer": cfg.optimizer.name,
+        "lr": cfg.optimizer.lr,
+        "scheduler": cfg.scheduler.name,
+        "batch_size": cfg.data.batch_size,
+        "precision": str(trainer.precision),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+    }
+
+
+def check_launch(cfg: DictConfig) -> None:
+    # Lightning starts the other ranks of strategy=ddp by re-running this command line; inside a -m sweep
+    # that would re-run the whole sweep. Under SLURM the ranks are started by srun instead.
+    if str(cfg.trainer.get("strategy")) == "ddp" and in_multirun() and "SLURM_NTASKS" not in os.environ:
+        raise UserError(
+            "trainer.strategy=ddp cannot start its ranks inside a -m sweep: add trainer.strategy=ddp_spawn, "
+            "or use hydra/launcher=submitit_slurm, where SLURM starts them"
+        )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    quiet_lightning()
+    check_config(cfg)  # types were checked as Hydra composed cfg; here ranges, names and keys added with +
+    check_launch(cfg)
+    output_dir = Path(cfg.output_dir)
+    held_folders().start_run(output_dir)  # FolderInUse while another live process trains here
+    if (output_dir / RESULT_FILE).is_file() and cfg.ckpt_path is None:  # a re-run sweep: this job is done
+        log.info("%s already holds a finished run; skipping it (delete %s to train again)", output_dir, RESULT_FILE)
+        return json.loads((output_dir / RESULT_FILE).read_text())
+    checkpoint = resume_point(cfg, output_dir)
+    if checkpoint is not None:  # go on writing into the run's own folder: one run, one set of logs
+        output_dir = run_dir_of(checkpoint) or output_dir
+        held_folders().hold(output_dir)
+    (output_dir / FAILURE_FILE).unlink(missing_ok=True)
+
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    datamodule = build_datamodule(cfg)
+    classifier = build_classifier(cfg)
+    trainer = build_trainer(cfg, output_dir)
+    log.info(
+        "device %s, channels_last %s, compile %s, data on the device %s",
+        trainer.strategy.root_device,
+        cfg.channels_last,
+        cfg.compile,
+        cfg.data.on_device,
+    )
+    started = datetime.now(timezone.utc)
+    # Log lines printed while a progress bar is drawn go through tqdm, so they do not end up on the bar's line.
+    with (
+        logging_redirect_tqdm([logging.root, logging.getLogger("lightning.pytorch")])
+        if trainer.progress_bar_callback
+        else nullcontext()
+    ):
+        # weights_only: a checkpoint file is data, never code (README: Trust)
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        exploded = trainer.callback_metrics.get(EXPLODED)  # read before test() replaces the metrics
+        best = trainer.checkpoint_callback
+        tested = best.best_model_path if best is not None else None  # none saved with debug=fast: the last weights
+        trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False, weights_only=True)
+    finished = datetime.now(timezone.utc)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if best is not None and best.best_model_score is not None:  # not known after ddp_spawn
+        metrics["best_val/acc"] = float(best.best_model_score)
+    result = {**metrics, **run_facts(cfg, classifier, trainer), "started": started.isoformat()}
+    result |= {"finished": finished.isoformat(), "seconds": (finished - started).total_seconds()}
+    if exploded is not None:  # absent without the divergence guard
+        result["exploded"] = bool(exploded)
+    if errors := next((c for c in trainer.callbacks if isinstance(c, ErrorAnalysis)), None):
+        result |= {"per_class_acc": errors.per_class_acc, "confusion_matrix": errors.confusion_matrix}
+    if trainer.is_global_zero:
+        trainer.logger.finalize("success")
+        output_dir.mkdir(parents=True, exist_ok=True)  # debug=fast writes no logs or checkpoints there
+        (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=1))
+        print(
+            f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
+            f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
+        )
+    return result
