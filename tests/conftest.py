@@ -109,11 +109,14 @@ def add_callback(monkeypatch: pytest.MonkeyPatch):
     return install
 
 
-def run_script(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
+def run_script(
+    *args: str, cwd: Path, timeout: int = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """This Python running `args` in `cwd`, with this environment plus `env`."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    environment.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

@@ -1,21 +1,20 @@
-"""nn.Dropout with a faster mask on the CPU.
+"""nn.Dropout with a mask that is cheaper to draw on the CPU (regularizer.mask=fast, the default).
 
-On the CPU, nn.Dropout draws its mask with `bernoulli_`: 6.8 ms for one 128x32x14x14 activation on one core
-of this project's EPYC, against 1.8 ms for torch.rand_like and 1.1 ms for the draw below. In the study's CNN
-the three dropout layers cost +14-18 % of an fp32 training step and +39-40 % under bf16 autocast (1 thread, CPU
-time; python -m benchmarks.dropout_masks). `Dropout` is nn.Dropout with only the mask generator replaced,
-which brings that to +8-9 % and +18-20 %: 32 random bits per element from torch's global CPU generator, 64 at a
-time (`random_` over the full int64 range, read as int32 pairs, in the activation's memory order), compared
-with a threshold into a bool tensor and widened to the input's dtype through a uint8 view. Every op after the draw is
-vectorized; comparing straight into a float tensor, masked_fill, torch.where and multiplying by a bool
-tensor are not, and each costs more than drawing the bits. From there it is nn.Dropout's own arithmetic: the
-0/1 mask is divided by 1 - p in the input's dtype and multiplied in, and autograd multiplies the gradient by
-the same tensor, so kept values, gradients and the memory kept for backward are nn.Dropout's for the same
-mask. An element is dropped with probability round(p * 2**32) / 2**32 (p to within 1.2e-10). Masks depend on
-the global seed only (not on the thread count), so runs stay bit-for-bit reproducible on one machine; but
-they are not nn.Dropout's masks, so the exact numbers of a dropout run change (not their distribution).
-Off the CPU (CUDA has a fused kernel), under torch.compile (AOTAutograd fails on the int32 view of the
-int64 draw), with inplace=True, in eval mode and for p = 0 it is F.dropout itself.
+On the CPU, nn.Dropout draws its mask with `bernoulli_`, which costs more than the rest of a dropout layer; in the
+study's CNN the dropout layers are a large share of a training step (docs/DESIGN.md has the measurements,
+`python -m benchmarks.dropout_masks` repeats them). `Dropout` is nn.Dropout with only the mask generator replaced:
+32 random bits per element from torch's global CPU generator, 64 at a time (`random_` over the full int64 range,
+read as int32 pairs, in the activation's memory order), compared with a threshold into a bool tensor and widened to
+the input's dtype through a uint8 view. Every op after the draw is vectorized; comparing straight into a float
+tensor, masked_fill, torch.where and multiplying by a bool tensor are not, and each costs more than drawing the
+bits. From there it is nn.Dropout's own arithmetic: the 0/1 mask is divided by 1 - p in the input's dtype and
+multiplied in, and autograd multiplies the gradient by the same tensor, so kept values, gradients and the memory
+kept for backward are nn.Dropout's for the same mask. An element is dropped with probability round(p * 2**32) /
+2**32 (p to within 1.2e-10). Masks depend on the global seed only (not on the thread count), so runs stay bit-for-bit
+reproducible on one machine; but they are not nn.Dropout's masks, so the exact numbers of a dropout run differ from
+regularizer.mask=torch's (not their distribution). Off the CPU (CUDA has a fused kernel), under torch.compile
+(AOTAutograd fails on the int32 view of the int64 draw), with inplace=True, in eval mode and for p = 0 it is
+F.dropout itself.
 """
 
 from __future__ import annotations

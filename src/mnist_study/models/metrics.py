@@ -10,7 +10,7 @@ from torchmetrics import Metric
 class LossAndAccuracy(Metric):
     """Mean cross-entropy and accuracy of one stage, kept as three running sums (summed across ranks).
 
-    Three in-place additions a step: torchmetrics' MulticlassAccuracy plus MeanMetric cost a quarter of a
+    Three in-place additions a step: torchmetrics' MulticlassAccuracy plus MeanMetric cost a large share of a
     softmax-regression step on the CPU (docs/PERFORMANCE.md).
     """
 

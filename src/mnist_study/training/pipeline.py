@@ -85,7 +85,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     remove_orphaned_temp_files(output_dir / "checkpoints")  # left by a save that was killed before its rename
     # The Trainer turns on torch.use_deterministic_algorithms for the process; this is its companion switch, which
     # torch documents as safe to turn off for programs that read no uninitialized memory (the runs stay bit for bit
-    # reproducible: tests/test_conventions.py) and which costs up to a tenth of a CNN step on the CPU.
+    # reproducible: tests/test_conventions.py) and which costs a share of every CNN step on the CPU.
     torch.utils.deterministic.fill_uninitialized_memory = cfg.fill_uninitialized_memory
     return L.Trainer(
         **options,

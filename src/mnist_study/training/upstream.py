@@ -11,7 +11,7 @@ import torch
 def skip_lightnings_nvml_check_without_gpus() -> None:
     """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import, so that looking for a GPU never initializes
     CUDA (fork safety). While CUDA is uninitialized, torch then loads NVML anew inside every Adam step to
-    count the GPUs: ~0.28 ms a step on a 2-core CPU, a third of a softmax-regression epoch. On a machine
+    count the GPUs, a cost that dominates the step of a small network (docs/PERFORMANCE.md). On a machine
     without CUDA devices there is nothing to protect, so the check goes back to torch's default. The processes
     that ddp_spawn starts import Lightning afresh and pay the cost again (trainer=ddp_cpu, a path for tests).
     Upstream: torch could cache the NVML device count; Lightning could set the variable only around its checks."""
