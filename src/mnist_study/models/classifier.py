@@ -88,6 +88,12 @@ class MNISTClassifier(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.shared_step("test", batch)[1]  # the logits, for the error analysis (error_analysis.py)
 
+    def epoch_training_loss(self) -> Tensor:
+        """The mean training loss of the epoch so far (0-d, on the module's device): non-finite as soon as one
+        step's loss was (training.callbacks.DivergenceGuard reads it)."""
+        metric = self.metrics["train_metric"]
+        return metric.loss_sum / metric.count.clamp(min=1)
+
     def on_train_epoch_end(self) -> None:
         self.log_epoch("train")
 

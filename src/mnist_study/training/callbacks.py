@@ -11,7 +11,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from torch import Tensor
 
 from mnist_study.errors import UserError
 from mnist_study.runs.artifacts import EPOCH_SECONDS, IMAGES_PER_SECOND
@@ -80,13 +79,13 @@ EXPLODED = "train/exploded"  # 1.0 once an epoch's mean loss went over EXPLODED_
 class DivergenceGuard(L.Callback):
     """Stops a run whose training loss became non-finite, before that epoch's validation, so no checkpoint
     of the diverged model is written. A loss that stays finite but explodes (an epoch's mean above
-    EXPLODED_LOSS) is warned about once and recorded in `exploded_epochs`; result.json says "exploded"."""
+    EXPLODED_LOSS) is warned about once and recorded in `exploded_epochs`; result.json says "exploded".
+
+    It reads the epoch's running mean loss from the module (MNISTClassifier.epoch_training_loss) at the epoch's
+    end only: a sum is non-finite as soon as one of its terms is, so no step needs a hook or a device sync."""
 
     def __init__(self, lr: float) -> None:
         self.lr = lr  # the configured peak rate, for the advice in the messages
-        self._first_bad_step: Tensor | float = math.inf
-        self._loss_sum: Tensor | float = 0.0
-        self._batches = 0
         self.exploded_epochs: list[int] = []
 
     @property
@@ -99,33 +98,12 @@ class DivergenceGuard(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.exploded_epochs = list(state_dict.get("exploded_epochs", []))
 
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._first_bad_step = math.inf
-        self._loss_sum, self._batches = 0.0, 0
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, _: int
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        step = float(trainer.global_step)
-        self._batches += 1
-        if loss.device.type == "cpu":  # reading a CPU scalar costs nothing
-            value = loss.item()
-            self._loss_sum += value
-            if self._first_bad_step == math.inf and not math.isfinite(value):
-                self._first_bad_step = step
-        else:  # reading a GPU scalar would wait for the step: keep the first bad step on the device
-            bad = torch.where(torch.isfinite(loss), math.inf, step)
-            self._first_bad_step = torch.minimum(torch.as_tensor(self._first_bad_step, device=loss.device), bad)
-            self._loss_sum = loss.detach().float() + self._loss_sum
-
     def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if validating_within_fit(trainer):  # a checkpoint may be saved when this validation ends
-            self.check(trainer)
+            self.check(trainer, module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.check(trainer)
-        mean = float(self._loss_sum) / max(self._batches, 1)
+        mean = self.check(trainer, module)
         if mean > EXPLODED_LOSS and trainer.current_epoch not in self.exploded_epochs:
             if not self.exploded_epochs:
                 log.warning(
@@ -141,13 +119,15 @@ class DivergenceGuard(L.Callback):
         # For result.json, through callback_metrics: they come back from ddp_spawn's processes, and any rank counts.
         module.log(EXPLODED, float(self.exploded), logger=False, sync_dist=True, reduce_fx="max")
 
-    def check(self, trainer: L.Trainer) -> None:
-        step = float(self._first_bad_step)
-        if math.isfinite(step):
+    def check(self, trainer: L.Trainer, module: L.LightningModule) -> float:
+        """The epoch's mean training loss so far; DivergenceError if it is not finite."""
+        mean = float(module.epoch_training_loss())
+        if not math.isfinite(mean):
             raise DivergenceError(
-                f"the training loss became non-finite at epoch {trainer.current_epoch}, step {int(step)}: the run "
-                f"diverged; lower the learning rate (now optimizer.lr={self.lr:g}, try optimizer.lr={self.lr / 10:g})"
+                f"the training loss became non-finite at epoch {trainer.current_epoch}: the run diverged; lower "
+                f"the learning rate (now optimizer.lr={self.lr:g}, try optimizer.lr={self.lr / 10:g})"
             )
+        return mean
 
 
 class EpochSeed(L.Callback):
