@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for model, regularizer, precision in itertools.product(args.models, args.regularizers, args.precisions):
         cfg = compose_config(model, args.epochs, args.overrides, regularizer, precision, args.train_batches)
-        trainer = build_trainer(cfg, Path(tempfile.gettempdir()))  # resolves precision=auto, as train.py does
+        # precision=auto resolved for this network, as train.py does
+        trainer = build_trainer(cfg, Path(tempfile.gettempdir()), build_classifier(cfg).net)
         device = trainer.strategy.root_device
         datamodule = build_datamodule(cfg)
         datamodule.trainer = trainer  # the same device placement as in training

@@ -99,8 +99,8 @@ def add_callback(monkeypatch: pytest.MonkeyPatch):
     def install(callback) -> None:
         build = training.build_trainer
 
-        def build_with_callback(cfg, output_dir):
-            trainer = build(cfg, output_dir)
+        def build_with_callback(cfg, output_dir, network=None):
+            trainer = build(cfg, output_dir, network)
             trainer.callbacks.append(callback)
             return trainer
 

@@ -13,10 +13,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from mnist_study.models.backbones import build_backbone
 from mnist_study.training.callbacks import DivergenceGuard, EpochSeed, EpochSummary, EpochTimer
 from mnist_study.training.error_analysis import ErrorAnalysis
 from mnist_study.training.pipeline import build_callbacks, train
-from mnist_study.training.precision import auto_precision, resolve_precision
+from mnist_study.training.precision import auto_precision, forward_flops_per_image, resolve_precision
 from mnist_study.training.tensorboard import HParams, StudyComparison
 
 from .conftest import CONF, TEST_SIZE
@@ -135,6 +136,15 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(flags: s
     precision, why = auto_precision(on_gpu=False, flags=flags)
     assert precision == expected
     assert ("natively" in why) == (expected == "bf16-mixed")
+
+
+@pytest.mark.parametrize(("model", "expected"), [("softmax", "32-true"), ("mlp", "bf16-mixed"), ("cnn", "bf16-mixed")])
+def test_auto_precision_keeps_networks_too_small_to_gain_in_fp32(model: str, expected: str) -> None:
+    flops = forward_flops_per_image(build_backbone({"name": model}, {"name": "bn"}))
+    precision, why = auto_precision(on_gpu=False, flags={"avx512_bf16"}, flops_per_image=flops)
+    assert precision == expected and f"{flops / 1e6:.2g} MFLOP per image" in why
+    template_mlp = build_backbone({"name": "mlp", "hidden_sizes": [64, 128, 64]}, {"name": "bn"})
+    assert auto_precision(False, {"avx512_bf16"}, forward_flops_per_image(template_mlp))[0] == "32-true"
 
 
 def test_auto_precision_is_resolved_and_logged_and_32_true_forces_fp32(make_cfg, caplog) -> None:

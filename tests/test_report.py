@@ -9,9 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from mnist_study.reporting.figures import summed_confusion
-from mnist_study.reporting.report import findings, not_the_full_study, write_report
+from mnist_study.reporting.report import findings, not_the_full_study, results_table, what_ran, write_report
 from mnist_study.reporting.stats import welch
 from mnist_study.reporting.sweep import Run
 
@@ -236,3 +237,12 @@ def test_confusion_matrices_are_summed_over_seeds_then_normalized_per_true_class
     assert rates[5][5] == pytest.approx(4 / 5) and rates[5][0] == pytest.approx(1 / 5)
     assert all(sum(row) == pytest.approx(1) for row in rates)
     assert summed_confusion([run_of("mlp", "none", 0, 0.9)]) is None
+
+
+def test_the_header_says_which_dropout_and_which_precision_each_network_used() -> None:
+    run = Run("mlp-dropout", "mlp", "dropout", 0, test_acc=0.98, test_loss=0.05, parameters=10)
+    run.settings = {"dropout_mask": "torch", "precision": "32-true"}
+    run.config = OmegaConf.create({"regularizer": {"name": "dropout", "rate": 0.3}})
+    assert "- **Dropout**: rate 0.3; nn.Dropout itself (regularizer.mask=torch)" in what_ran([run])
+    header, _, row = results_table([run])
+    assert header.split(" | ")[7] == "precision" and row.split(" | ")[7] == "32-true"

@@ -20,6 +20,7 @@ from mnist_study.reporting.sweep import (
     Run,
     Study,
     collect,
+    config_value,
     group,
     in_study_order,
     models_of,
@@ -29,6 +30,12 @@ from mnist_study.reporting.sweep import (
 )
 from mnist_study.reporting.tables import write_curves_csv, write_results_csv
 from mnist_study.runs.artifacts import EPOCH_SECONDS, IMAGES_PER_SECOND
+
+# regularizer.mask, in words (docs/DESIGN.md: why the study's dropout draws its own masks)
+DROPOUT_MASKS = {
+    "fast": "nn.Dropout's arithmetic with masks drawn by the project's faster CPU generator (regularizer.mask=fast)",
+    "torch": "nn.Dropout itself (regularizer.mask=torch)",
+}
 
 
 def differences(runs: list[Run]) -> list[tuple[str, str, Difference]]:
@@ -134,9 +141,15 @@ def what_ran(runs: list[Run]) -> list[str]:
         f"- **Optimizer**: {listing(r.settings.get('optimizer') for r in shown)}; peak learning rate: "
         f"{'; '.join(lrs)}; **schedule**: {listing(r.settings.get('scheduler') for r in shown)}; "
         f"**batch size**: {listing(r.settings.get('batch_size') for r in shown)}",
-        f"- **Device**: {listing(devices)}; **precision**: {listing(r.settings.get('precision') for r in shown)}; "
-        f"{listing(versions, 'torch and lightning versions not recorded')}",
+        f"- **Device**: {listing(devices)}; **precision**: {listing(r.settings.get('precision') for r in shown)} "
+        f"(per network in the results table); {listing(versions, 'torch and lightning versions not recorded')}",
     ]
+    if dropout := [r for r in shown if r.regularizer == "dropout"]:
+        masks = listing(
+            DROPOUT_MASKS.get(r.settings.get("dropout_mask"), r.settings.get("dropout_mask")) for r in dropout
+        )
+        rates = listing(config_value(r.config, "regularizer.rate") for r in dropout if r.config is not None)
+        lines.append(f"- **Dropout**: rate {rates}; {masks}")
     starts, finishes = [r.started for r in shown if r.started], [r.finished for r in shown if r.finished]
     if starts and finishes:
         first, last = min(starts), max(finishes)
@@ -153,8 +166,8 @@ def what_ran(runs: list[Run]) -> list[str]:
 def results_table(runs: list[Run]) -> list[str]:
     lines = [
         "| model | regularizer | test acc (%) | test loss | best val acc (%) @ epoch | epoch time (s) | "
-        "train images/s | parameters | runs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "train images/s | precision | parameters | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, reg in networks_of(runs):
         members = group(runs, model, reg)
@@ -168,7 +181,7 @@ def results_table(runs: list[Run]) -> list[str]:
         lines.append(
             f"| {model} | {reg} | {fmt(acc[0], acc[1], 100)} | {fmt(loss[0], loss[1], 1, 4)} | "
             f"{fmt(val[0], val[1], 100)}{epoch} | {fmt(time[0], time[1])} | {fmt(speed[0], math.nan, 1, 0)} | "
-            f"{members[0].parameters:,} | {len(members)} |"
+            f"{listing(r.settings.get('precision') for r in members)} | {members[0].parameters:,} | {len(members)} |"
         )
     return lines
 

@@ -33,6 +33,7 @@ SETTINGS = {
     "scheduler": "scheduler.name",
     "batch_size": "data.batch_size",
     "precision": "trainer.precision",
+    "dropout_mask": "regularizer.mask",
     "device": None,
     "device_name": None,
     "torch": None,

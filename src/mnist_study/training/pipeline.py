@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, open_dict
+from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_study.atomic_files import remove_orphaned_temp_files
@@ -72,9 +73,10 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(options) for options in (cfg.get("callbacks") or {}).values() if options is not None]
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None = None) -> L.Trainer:
+    """The run's Trainer; `network` is what trainer.precision=auto sizes up."""
     options = as_dict(cfg, "trainer")
-    log.info("precision: %s", resolve_precision(options))
+    log.info("precision: %s", resolve_precision(options, network))
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
         options["enable_progress_bar"] = sys.stderr.isatty()
     logger = TensorBoardLogger(
@@ -145,7 +147,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg)
-    trainer = build_trainer(cfg, output_dir)
+    trainer = build_trainer(cfg, output_dir, classifier.net)
     log.info(
         "device %s, channels_last %s, compile %s, data on the device %s",
         trainer.strategy.root_device,
