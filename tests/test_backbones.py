@@ -23,7 +23,7 @@ def shipped(model: str, regularizer: str) -> tuple[dict, dict]:
 
 F_, L_, R, D, P = "Flatten", "Linear", "ReLU", "Dropout", "MaxPool2d"
 C, B1, B2 = "Conv2d", "BatchNorm1d", "BatchNorm2d"
-# The README's table of where each regularizer goes, and each network's parameter count.
+# docs/DESIGN.md's table of where each regularizer goes, and each network's parameter count.
 LAYOUT = {
     ("softmax", "none"): ([F_, L_], 7_850),
     ("softmax", "dropout"): ([F_, D, L_], 7_850),
