@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help train test lint study tune results bench screenshots clean
+.PHONY: help train test lint study tune results bench bench-template screenshots clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ results: $(STAMP)  ## docs/results/ from the newest study and tuning sweeps and 
 
 bench: $(STAMP)  ## epoch times: the project, bare Lightning and a raw PyTorch loop (docs/PERFORMANCE.md)
 	$(PY) -m benchmarks.epoch_times
+
+# TEMPLATE: a checkout of ashleve/lightning-hydra-template with its own .venv (benchmarks/TEMPLATE.md sets it up)
+TEMPLATE ?=
+bench-template: $(STAMP)  ## this project's epoch time against lightning-hydra-template's (TEMPLATE=<its checkout>)
+	$(if $(TEMPLATE),,$(error make bench-template TEMPLATE=<a checkout of lightning-hydra-template with its .venv>))
+	$(PY) benchmarks/template_side.py --template $(TEMPLATE) --template-python $(TEMPLATE)/.venv/bin/python \
+		--data-dir data --rounds 5
 
 # TensorBoard's pages as PNGs (needs chromium on PATH): make screenshots [LOGDIR=<a log folder>] [SHOTS=docs/screenshots]
 LOGDIR ?= $(STUDY)
