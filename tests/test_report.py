@@ -113,7 +113,7 @@ def test_report_lists_missing_and_failed_runs_and_reports_the_rest(sweep: Path, 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
     runs = sorted(p for p in copy.iterdir() if (p / ".hydra").is_dir())
-    for written in [*runs[0].glob("events.out.tfevents.*"), runs[0] / "result.json"]:
+    for written in [*runs[0].glob("events.out.tfevents.*"), runs[0] / "epochs.csv", runs[0] / "result.json"]:
         written.unlink()  # killed before it logged anything
     (runs[1] / "failed.txt").write_text("DivergenceError: the training loss became non-finite\n")
 

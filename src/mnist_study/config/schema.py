@@ -1,6 +1,6 @@
 """train.py's typed configuration: dataclass schemas in Hydra's ConfigStore.
 
-conf/train.yaml lists `train_schema` first in its defaults (the top-level keys, `data`, `trainer`, `logger`)
+conf/train.yaml lists `train_schema` first in its defaults (the top-level keys, `data`, `trainer`)
 and `schema/<group>: ${<group>}` before each option group, so OmegaConf checks every value's type as the
 config is composed. What a type cannot say (a positive batch size, a finite learning rate) is each field's
 `Allowed` metadata, checked by config.checks.
@@ -88,12 +88,6 @@ class TrainerConfig:
     sync_batchnorm: bool = False
     fast_dev_run: Any = False  # an int (batches) or a bool
     overfit_batches: Any = 0.0  # an int (batches) or a float (a fraction)
-
-
-@dataclass
-class LoggerConfig:
-    log_graph: bool = False
-    flush_secs: int = field(default=30, metadata=POSITIVE_INT.meta)
 
 
 @dataclass
@@ -187,7 +181,7 @@ class TrainConfig:
     tuned_lr: dict[str, float] = field(default_factory=dict, metadata=LEARNING_RATES.meta)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: Any = None  # name -> {_target_: a Lightning logger, its arguments}, checked by config.loggers
     model: Any = None
     regularizer: Any = None
     optimizer: Any = None

@@ -1,9 +1,10 @@
 """A sweep read back from its run folders: one `Run` per job, from what the job wrote.
 
 `result.json` gives the test metrics and what ran (model, regularizer, seed, epochs, optimizer and learning
-rate, device, versions, times, confusion matrix); the TensorBoard event files the per-epoch curves (with
-TensorBoard's own reader); Hydra's `.hydra/` folder the overrides and the config of a run that failed. The
-report, the learning-rate tuning and the comparison of two sweeps all read sweeps through `collect`.
+rate, device, versions, times, confusion matrix); `epochs.csv` the per-epoch curves, whatever loggers the run
+had (for a run made before runs wrote it, its TensorBoard event files); Hydra's `.hydra/` folder the overrides
+and the config of a run that failed. The report, the learning-rate tuning and the comparison of two sweeps all
+read sweeps through `collect`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.config.schema import GROUPS, TrainerConfig
-from mnist_study.runs.artifacts import EPOCH_SECONDS, FAILURE_FILE, IMAGES_PER_SECOND, RESULT_FILE
+from mnist_study.runs.artifacts import EPOCH_SECONDS, EPOCHS_FILE, FAILURE_FILE, IMAGES_PER_SECOND, RESULT_FILE
+from mnist_study.runs.epoch_rows import epoch_curves
 
 BASELINE = "none"  # the regularizer the others are compared with
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
@@ -104,6 +106,14 @@ class Run:
         return statistics.fmean(values) if values else math.nan
 
 
+def read_curves(run_dir: Path) -> dict[str, list[float]]:
+    """Each per-epoch metric's values in epoch order: the run's epochs.csv, or else (a run made before runs wrote
+    one) its TensorBoard event files."""
+    if (run_dir / EPOCHS_FILE).is_file() or not any(run_dir.glob("events.out.tfevents.*")):
+        return epoch_curves(run_dir)
+    return read_events(run_dir)
+
+
 def read_events(run_dir: Path) -> dict[str, list[float]]:
     """The scalars of each tag, in step order."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -161,7 +171,7 @@ def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     if (run_dir / FAILURE_FILE).is_file():
         run.error = "failed: " + (run_dir / FAILURE_FILE).read_text().splitlines()[0]
         return run
-    scalars = read_events(run_dir)
+    scalars = read_curves(run_dir)
     run.curves = {tag: scalars[tag] for tag in EPOCH_TAGS if tag in scalars}
     result_file = run_dir / RESULT_FILE
     if not result_file.is_file():

@@ -1,4 +1,4 @@
-"""TensorBoard's own views of a run, written with its APIs when TensorBoard is the logger: the comparison copies
+"""TensorBoard's own views of a run, written with its APIs when TensorBoard is among the loggers: the comparison copies
 and the custom-scalars layout that draws them, and the HPARAMS table."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
@@ -69,9 +70,12 @@ class StudyComparison(AfterEachEpoch):
 
 
 def rank_zero_writer(trainer: L.Trainer) -> SummaryWriter | None:
-    """The TensorBoard writer, on the rank that writes the logs."""
-    writer = getattr(trainer.logger, "experiment", None)
-    return writer if trainer.is_global_zero and isinstance(writer, SummaryWriter) else None
+    """The writer of the run's TensorBoardLogger, on the rank that writes the logs; None when TensorBoard is not
+    among the run's loggers (its views are then skipped)."""
+    if not trainer.is_global_zero:
+        return None
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    return logger.experiment if logger is not None else None
 
 
 # The tested (best-validation) checkpoint's numbers, as TensorBoard tags: their group sorts after train/ and val/.
