@@ -151,3 +151,17 @@ def sweep(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path_factory: pytest
         assert result.returncode == 0, result.stderr
 
     return built_once(tmp_path_factory, "train-sweep", run_sweep)
+
+
+@pytest.fixture(scope="session")
+def csv_sweep(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `sweep` fixture's sweep again with logger=csv: no TensorBoard at all."""
+
+    def run_sweep(sweep_dir: Path) -> None:
+        result = run_script(
+            "train.py", "-m", *data_overrides(*synthetic_mnist), "model=softmax,mlp", "regularizer=none,bn",
+            "trainer.max_epochs=2", "logger=csv", f"hydra.sweep.dir={sweep_dir}", cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    return built_once(tmp_path_factory, "train-sweep-csv", run_sweep)

@@ -106,13 +106,21 @@ def arguments(cls: type) -> tuple[dict[str, Any], bool]:
                 continue
             found |= keyword_arguments(getattr(importlib.import_module(module), function))
         elif parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
-            found[name] = parameter.annotation
+            found[name] = expected_type(parameter)
     return found, open_ended
 
 
 def keyword_arguments(function: Any) -> dict[str, Any]:
     parameters = inspect.signature(function).parameters.values()
-    return {p.name: p.annotation for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {p.name: expected_type(p) for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def expected_type(parameter: inspect.Parameter) -> Any:
+    """Its annotation, or for an unannotated argument the type of its default (SummaryWriter's flush_secs=120)."""
+    if parameter.annotation is not parameter.empty:
+        return parameter.annotation
+    default = parameter.default
+    return type(default) if isinstance(default, (bool, int, float, str)) else Any
 
 
 def accepts(value: Any, hint: Any) -> bool:
