@@ -50,6 +50,8 @@ CHANNELS = Allowed(
     "a list of at most 4 positive integers (each entry halves the 28-pixel side)",
     lambda v: len(v) <= 4 and all(x >= 1 for x in v),
 )
+# What a search optimizes: a validation number of result.json, never a test one.
+VALIDATION_METRIC = Allowed("best_val/acc or null", lambda v: v is None or v == "best_val/acc")
 LEARNING_RATES = Allowed(
     "a mapping of model names to finite numbers > 0", lambda v: all(POSITIVE_NUMBER.test(x) for x in v.values())
 )
@@ -178,6 +180,7 @@ class TrainConfig:
     compile: bool = False
     fill_uninitialized_memory: bool = False
     output_dir: str = "???"
+    optimized_metric: Optional[str] = field(default=None, metadata=VALIDATION_METRIC.meta)  # noqa: UP045
     tuned_lr: dict[str, float] = field(default_factory=dict, metadata=LEARNING_RATES.meta)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
