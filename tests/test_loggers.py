@@ -40,6 +40,18 @@ def test_a_run_without_tensorboard_writes_its_epochs_file_and_skips_tensorboards
     assert [float(r["val/acc"]) for r in logged if r.get("val/acc")] == [row["val/acc"] for row in rows]
 
 
+def test_with_many_loggers_tensorboard_keeps_its_views(make_cfg, tmp_path: Path) -> None:
+    result = train(make_cfg("model=softmax", "logger=many"))
+
+    run = tmp_path / "run"
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert events.Scalars("val_best/test_acc")[0].value == pytest.approx(result["test/acc"])  # HParams' numbers
+    plugins = events.PluginTagToContent
+    assert plugins("hparams") and plugins("custom_scalars") and events.Tags()["images"]  # HPARAMS, layout, figures
+    assert (run / "csv" / "metrics.csv").is_file() and (run / "epochs.csv").is_file()
+
+
 def test_a_resumed_run_keeps_one_row_per_epoch(make_cfg, tmp_path: Path) -> None:
     config = ("model=softmax", "scheduler=none")
     train(make_cfg(*config, "trainer.max_epochs=2"))

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE, HISTORY_FIGURE, PARAMETERS_FIGURE = "optuna.md", "optuna_history.png", "optuna_parameters.png"
 # Overrides of the search's command line that a single run of the best trial leaves out or writes itself.
 SEARCH_KEYS = ("hparams_search", "optimized_metric", "model", "regularizer")
-STATES = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "unfinished (the search was stopped)"}
+STATES = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "stopped"}  # RUNNING: when the search was stopped
 
 
 @dataclass
@@ -94,6 +94,10 @@ def best_command(config: DictConfig, best: Trial) -> str:
 def continue_command(config: DictConfig) -> str:
     task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task)]  # type: ignore[union-attr]
     return shlex.join(["python", "train.py", "-m", *task, f"hydra.sweep.dir={config.hydra.sweep.dir}"])
+
+
+def short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def state_words(state: str) -> str:
@@ -172,7 +176,7 @@ def write_summary(sweep_dir: Path, study: Any, config: DictConfig) -> Path:
     names = list(dict.fromkeys(name for t in trials for name in t.params))
     rows = [
         [t.number, state_words(t.state), "" if t.value is None else f"{t.value:.4f}"]
-        + [t.params.get(n, "") for n in names]
+        + [short(t.params.get(n, "")) for n in names]
         + [failure(sweep_dir, t) if t.state == "FAIL" else ""]
         for t in trials
     ]
@@ -192,6 +196,7 @@ def history_figure(trials: list[Trial], path: Path, metric: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     done = [t for t in trials if t.value is not None]
@@ -204,6 +209,7 @@ def history_figure(trials: list[Trial], path: Path, metric: str) -> None:
     for t in trials:
         if t.state == "FAIL":
             ax.axvline(t.number, color="tab:red", alpha=0.3, lw=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="trial", ylabel=metric, title="Objective by trial (red lines: failed trials)")
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -216,6 +222,7 @@ def parameters_figure(complete: list[Trial], path: Path, metric: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     names = list(dict.fromkeys(name for t in complete for name in t.params))
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.2 * max(len(names), 1), 3.2), squeeze=False)
@@ -226,6 +233,7 @@ def parameters_figure(complete: list[Trial], path: Path, metric: str) -> None:
             ax.plot(xs, [v for _, v in points], "o")
             if any(name in t.log_scale for t in complete):
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # over a narrow range they overlap
         else:
             labels = sorted({str(x) for x in xs})
             ax.plot([labels.index(str(x)) for x in xs], [v for _, v in points], "o")

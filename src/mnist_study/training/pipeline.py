@@ -106,7 +106,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None =
     return L.Trainer(
         **options,
         logger=loggers or False,  # None would be Lightning's default logger
-        callbacks=[*build_callbacks(cfg), EpochsFile()],  # epochs.csv, whatever the loggers: the report reads it
+        # epochs.csv, whatever the loggers (the report reads it); first, so its write precedes the epoch's timing
+        callbacks=[EpochsFile(), *build_callbacks(cfg)],
         plugins=[AtomicCheckpointIO()],  # temp file in the checkpoint's folder, fsync, rename: on every filesystem
         default_root_dir=str(output_dir),
     )
