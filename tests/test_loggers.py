@@ -171,7 +171,7 @@ def test_a_bad_logger_option_is_one_line(overrides: list[str], message: str) -> 
         ["logger=many"],
         ["logger=[csv,tensorboard]"],
         ["+logger.tensorboard.max_queue=5"],  # a SummaryWriter argument, which TensorBoardLogger passes on
-        ["logger.tensorboard=null"],  # no logger at all
+        ["logger.tensorboard=null", "~callbacks.learning_rate"],  # no logger at all
         ["logger=csv", "logger.csv.flush_logs_every_n_steps=10"],
     ],
 )
@@ -188,7 +188,11 @@ def test_a_logger_whose_package_is_missing_says_how_to_install_it(monkeypatch, l
 
 
 def test_a_run_with_no_logger_still_writes_its_epochs_and_result(make_cfg, tmp_path: Path) -> None:
-    result = train(make_cfg("model=softmax", "logger.tensorboard=null"))
+    with pytest.raises(UserError) as raised:
+        check_command_line(["logger.tensorboard=null"], CONF)
+    assert str(raised.value).startswith("callbacks.learning_rate (LearningRateMonitor) needs a logger and this run")
+
+    result = train(make_cfg("model=softmax", "logger.tensorboard=null", "~callbacks.learning_rate"))
     run = tmp_path / "run"
     assert [row["epoch"] for row in read_epoch_rows(run / "epochs.csv")] == [0]
     assert json.loads((run / "result.json").read_text())["test/acc"] == result["test/acc"]

@@ -10,7 +10,7 @@ from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_study.config.loggers import check_loggers
+from mnist_study.config.loggers import check_callbacks_have_a_logger, check_loggers
 from mnist_study.config.schema import GROUPS, Allowed, TrainConfig, TrainerConfig
 from mnist_study.errors import UserError
 
@@ -40,6 +40,7 @@ def check_config(cfg: DictConfig) -> None:
             check_fields(node, options[node.name], f"{group}.")
     check_extra_keys(cfg.get("trainer"), "trainer")
     check_loggers(cfg.get("logger"))
+    check_callbacks_have_a_logger(cfg.get("logger"), cfg.get("callbacks"))
     optimizer = cfg.get("optimizer")
     if isinstance(optimizer, DictConfig) and optimizer.get("nesterov") and not optimizer.get("momentum"):
         raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0, got 0: set both, or nesterov=false")

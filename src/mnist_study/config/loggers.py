@@ -41,6 +41,18 @@ def check_loggers(node: Any) -> None:
             check_logger(str(name), node[name])
 
 
+def check_callbacks_have_a_logger(loggers: Any, callbacks: Any) -> None:
+    """Lightning's LearningRateMonitor refuses a Trainer without a logger: say so in one line, before training."""
+    if isinstance(loggers, DictConfig) and any(entry is not None for entry in loggers.values()):
+        return
+    for name, entry in (callbacks or {}).items():
+        if isinstance(entry, DictConfig) and str(entry.get("_target_", "")).endswith("LearningRateMonitor"):
+            raise UserError(
+                f"callbacks.{name} (LearningRateMonitor) needs a logger and this run has none: add "
+                f"~callbacks.{name}, or keep a logger (epochs.csv records each epoch's rate either way)"
+            )
+
+
 def check_logger(name: str, entry: Any) -> None:
     key = f"logger.{name}"
     if not isinstance(entry, DictConfig) or "_target_" not in entry:
