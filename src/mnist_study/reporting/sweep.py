@@ -2,7 +2,7 @@
 
 `result.json` gives the test metrics and what ran (model, regularizer, seed, epochs, optimizer and learning
 rate, device, versions, times, confusion matrix); `epochs.csv` the per-epoch curves, whatever loggers the run
-had (for a run made before runs wrote it, its TensorBoard event files); Hydra's `.hydra/` folder the overrides
+had; Hydra's `.hydra/` folder the overrides
 and the config of a run that failed. The report, the learning-rate tuning and the comparison of two sweeps all
 read sweeps through `collect`.
 """
@@ -10,7 +10,6 @@ read sweeps through `collect`.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.config.schema import GROUPS, TrainerConfig
-from mnist_study.runs.artifacts import EPOCH_SECONDS, EPOCHS_FILE, FAILURE_FILE, IMAGES_PER_SECOND, RESULT_FILE
+from mnist_study.runs.artifacts import EPOCH_SECONDS, FAILURE_FILE, IMAGES_PER_SECOND, RESULT_FILE
 from mnist_study.runs.epoch_rows import epoch_curves
 
 BASELINE = "none"  # the regularizer the others are compared with
@@ -106,24 +105,6 @@ class Run:
         return statistics.fmean(values) if values else math.nan
 
 
-def read_curves(run_dir: Path) -> dict[str, list[float]]:
-    """Each per-epoch metric's values in epoch order: the run's epochs.csv, or else (a run made before runs wrote
-    one) its TensorBoard event files."""
-    if (run_dir / EPOCHS_FILE).is_file() or not any(run_dir.glob("events.out.tfevents.*")):
-        return epoch_curves(run_dir)
-    return read_events(run_dir)
-
-
-def read_events(run_dir: Path) -> dict[str, list[float]]:
-    """The scalars of each tag, in step order."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader narrates every file at INFO
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
 def overrides_of(run_dir: Path) -> dict[str, str]:
     """The run's command-line overrides, less those that do not tell runs apart (where the data lives, the
     progress bar...): the keys the sweep left out of its run folders' names."""
@@ -171,7 +152,7 @@ def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     if (run_dir / FAILURE_FILE).is_file():
         run.error = "failed: " + (run_dir / FAILURE_FILE).read_text().splitlines()[0]
         return run
-    scalars = read_curves(run_dir)
+    scalars = epoch_curves(run_dir)
     run.curves = {tag: scalars[tag] for tag in EPOCH_TAGS if tag in scalars}
     result_file = run_dir / RESULT_FILE
     if not result_file.is_file():
