@@ -25,6 +25,8 @@ from tools.screenshots import POLL_S, Browser, ScreenshotError, compact, find_br
 
 CELL = 10  # canvas pixels per MNIST pixel: the 280-pixel pad holds the 28 x 28 field
 INK = 128  # the pixels drawn: those at least this bright
+LOADED = "document.querySelectorAll('#bars li').length === 10 && document.body.dataset.busy === 'false'"
+ANSWERED = "document.body.dataset.busy === 'false' && Number(document.body.dataset.predictions) > 0"
 
 
 @contextmanager
@@ -46,7 +48,7 @@ def demo_server(ckpt_path: str | Path) -> Iterator[str]:
 
 def open_page(browser: Browser, url: str, timeout: float = 30) -> None:
     browser.call("Page.navigate", browser.session, url=url)
-    wait_for(browser, "document.querySelectorAll('#bars li').length === 10 && document.body.dataset.busy === 'false'", timeout)
+    wait_for(browser, LOADED, timeout)
 
 
 def wait_for(browser: Browser, condition: str, timeout: float) -> None:
@@ -87,7 +89,7 @@ def mouse(browser: Browser, kind: str, x: float, y: float) -> None:
 def page_answer(browser: Browser, timeout: float = 60) -> dict:
     """The page's prediction once it has answered the finished drawing: class (None for '?'), the 10 bar values
     (in %) and its message line."""
-    wait_for(browser, "document.body.dataset.busy === 'false' && Number(document.body.dataset.predictions) > 0", timeout)
+    wait_for(browser, ANSWERED, timeout)
     answer = browser.evaluate(
         """JSON.stringify({digit: document.getElementById('digit').textContent,
              bars: [...document.querySelectorAll('#bars .value')].map((e) => e.textContent),

@@ -120,7 +120,7 @@ def serve(cfg: DictConfig) -> None:
     check_values(cfg, ServeConfig, "")
     trained = load_trained(cfg.ckpt_path)
     server = start_server(trained, cfg.host, cfg.port)
-    print(f"serving {trained.network} ({trained.path}) at {server.url} - open it in a browser; Ctrl-C stops", flush=True)
+    print(f"serving {trained.network} ({trained.path}) at {server.url}: open it in a browser; Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     except (KeyboardInterrupt, Terminated):  # how a server is meant to stop: not a failure to record
