@@ -23,7 +23,8 @@ from mnist_study.data.datamodule import normalize
 from mnist_study.errors import UserError, first_line
 
 FIELD, BOX, CENTRE = 28, 20, 14  # MNIST: 28 x 28 images, the digit's longer side 20, centre of mass at (14, 14)
-MIN_CONTRAST = 0.05  # darkest to lightest, as a fraction of the full range: less is a blank image
+WHITE = 255.0  # the brightness scale: 8-bit levels, so that inverting an 8-bit image is exact in float arithmetic
+MIN_CONTRAST = 0.05 * WHITE  # darkest to lightest: less is a blank image
 INK = 0.2  # pixels this far from the background (a fraction of the strongest ink) bound the digit's box
 # Noise: a digit's ink lies in a few connected strokes; in noise the 3 largest connected specks hold a small share
 # (docs/AFTER-TRAINING.md has the measurements behind the threshold).
@@ -64,22 +65,22 @@ def what_it_is(data: bytes) -> str:
 
 
 def grayscale(image: Image.Image) -> np.ndarray:
-    """Float64 brightness in [0, 1] for any of Pillow's modes: 16-bit and float images by their range, colour by
-    its luma (ITU-R 601), and a transparent background filled with the opposite of the ink's shade."""
+    """Float64 brightness from 0 to WHITE for any of Pillow's modes: 16-bit and float images by their range,
+    colour by its luma (ITU-R 601), and a transparent background filled with the opposite of the ink's shade."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
         top = values.max(initial=0.0)
         full = 1.0 if image.mode == "F" and top <= 1 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
-        return np.clip(values / full, 0.0, 1.0)
+        return np.clip(values * (WHITE / full), 0.0, WHITE)
     if "A" in image.mode or "a" in image.mode or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255.0
-        luma, alpha = rgba[..., :3] @ np.array([0.299, 0.587, 0.114]), rgba[..., 3]
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+        luma, alpha = rgba[..., :3] @ np.array([0.299, 0.587, 0.114]), rgba[..., 3] / 255.0
         if alpha.min() < 1.0:
             ink_shade = (luma * alpha).sum() / max(alpha.sum(), 1e-9)  # the drawing's mean shade
-            background = 1.0 if ink_shade < 0.5 else 0.0
+            background = WHITE if ink_shade < WHITE / 2 else 0.0
             return alpha * luma + (1.0 - alpha) * background
         return luma
-    return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    return np.asarray(image.convert("L"), dtype=np.float64)
 
 
 def ink_map(gray: np.ndarray, name: str) -> np.ndarray:
@@ -121,7 +122,7 @@ def resized(ink: np.ndarray, scale: float) -> np.ndarray:
 
 
 def mnist_style(gray: np.ndarray, name: str) -> np.ndarray:
-    """A grayscale image (floats in [0, 1]) as an MNIST digit: uint8, 28 x 28, ink bright on black."""
+    """A grayscale image (floats from 0 to WHITE) as an MNIST digit: uint8, 28 x 28, ink bright on black."""
     ink = ink_map(gray, name)
     check_strokes(ink, name)
     rows, columns = np.nonzero(ink >= INK)
