@@ -24,7 +24,7 @@ import numpy as np
 from tools.screenshots import POLL_S, Browser, ScreenshotError, compact, find_browser
 
 CELL = 10  # canvas pixels per MNIST pixel: the 280-pixel pad holds the 28 x 28 field
-INK = 128  # the pixels drawn: those at least this bright
+INK = 170  # the pixels drawn: those at least this bright (the pen is wider than a pixel)
 LOADED = "document.querySelectorAll('#bars li').length === 10 && document.body.dataset.busy === 'false'"
 ANSWERED = "document.body.dataset.busy === 'false' && Number(document.body.dataset.predictions) > 0"
 
