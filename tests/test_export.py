@@ -50,6 +50,7 @@ def test_onnx_export_equals_the_checkpoint_in_onnxruntime_for_any_batch_size(gly
         np.testing.assert_allclose(logits, checkpoint_logits(glyph_run, images[:size]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_equals_the_checkpoint_for_any_batch_size(glyph_run: Path, tmp_path: Path) -> None:
     output = tmp_path / "model.pt"
     cfg = tool_cfg("export", f"ckpt_path={best_checkpoint(glyph_run)}", "format=torchscript", f"output={output}",
@@ -84,6 +85,7 @@ def test_without_onnxruntime_format_onnx_is_one_line(tmp_path: Path, monkeypatch
     assert "\n" not in message
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_py_writes_the_file_and_says_how_close_it_is(glyph_run: Path, tmp_path: Path) -> None:
     checkpoint = best_checkpoint(glyph_run)
     result = run_script("export.py", f"ckpt_path={checkpoint}", "format=torchscript", f"hydra.run.dir={tmp_path}",

@@ -4,6 +4,7 @@ else), then whether this version of the project builds the network it names and 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -51,8 +52,6 @@ class TrainedModel:
 
     def run_result(self) -> dict[str, Any]:
         """The run's result.json, or {} (an interrupted run, or a checkpoint outside its run folder)."""
-        import json
-
         path = self.run_dir / RESULT_FILE if self.run_dir is not None else None
         try:
             return json.loads(path.read_text()) if path is not None and path.is_file() else {}

@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trained = load_trained(cfg.ckpt_path)
     split, output_dir = cfg.split, Path(cfg.output_dir)
     run = trained.run_config()
-    # The run's memory layout: bf16 results may differ in the last bit with another one (speed only otherwise).
+    # The run's weight layout: with other kernels bf16 logits may differ in the last bit (it is speed only otherwise).
     trained.classifier.channels_last = bool(OmegaConf.select(run, "channels_last", default=False)) if run else False
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_options["precision"] is None:
