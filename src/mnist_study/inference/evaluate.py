@@ -44,7 +44,7 @@ def run_precision(trained: TrainedModel, accelerator: str) -> str:
     run = trained.run_config()
     configured = OmegaConf.select(run, "trainer.precision", default="auto") if run is not None else "auto"
     options = {"precision": configured, "accelerator": accelerator}
-    resolve_precision(options)
+    resolve_precision(options, trained.classifier.net)
     return str(options["precision"])
 
 
@@ -59,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_options["precision"] is None:
         trainer_options["precision"] = run_precision(trained, trainer_options["accelerator"])
-    log.info("precision: %s", resolve_precision(trainer_options))
+    log.info("precision: %s", resolve_precision(trainer_options, trained.classifier.net))
     if trainer_options.get("enable_progress_bar") is None:
         trainer_options["enable_progress_bar"] = sys.stderr.isatty()
     analysis = ErrorAnalysis(split=split)
