@@ -16,6 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from mnist_study.config.help import public_config_groups
 from mnist_study.runs.names import job_dirname, run_name
 
 CONFIG_NAME = "train"
@@ -211,3 +212,4 @@ def register() -> None:
             store.store(group=f"schema/{group}", name=name, node=schema, package=group)
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)
