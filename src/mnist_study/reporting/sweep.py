@@ -88,9 +88,9 @@ class Run:
 
     @property
     def best_val_epoch(self) -> int | None:
-        """The first epoch (from 0) at which validation accuracy reached its best."""
+        """The first epoch (counted from 1, as everywhere) at which validation accuracy reached its best."""
         values = self.curves.get("val/acc")
-        return values.index(max(values)) if values else None
+        return values.index(max(values)) + 1 if values else None
 
     @property
     def last_gap(self) -> float:
