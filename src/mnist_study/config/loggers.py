@@ -114,7 +114,7 @@ def arguments(cls: type) -> tuple[dict[str, Any], bool]:
     found, open_ended = {}, False
     for name, parameter in inspect.signature(cls).parameters.items():
         if parameter.kind == parameter.VAR_KEYWORD:
-            receiver = KWARGS_RECEIVERS.get(cls.__name__)
+            receiver = next((KWARGS_RECEIVERS[c.__name__] for c in cls.__mro__ if c.__name__ in KWARGS_RECEIVERS), None)
             module, _, function = (receiver or "").rpartition(".")
             if receiver is None or not installed(module.split(".")[0]):
                 open_ended = True

@@ -62,7 +62,7 @@ class ErrorAnalysis(L.Callback):
         for name, figure in figures.items():
             figure.savefig(run_dir / f"{name}.png", dpi=90)
             if writer is not None:  # beside the tested checkpoint's numbers (callbacks.HParams), at the last epoch
-                writer.add_figure(f"val_best/{name}", figure, global_step=max(trainer.current_epoch - 1, 0))
+                writer.add_figure(f"val_best/{name}", figure, global_step=max(trainer.current_epoch, 1))
             else:
                 plt.close(figure)
 
@@ -105,7 +105,18 @@ def mistakes_figure(confidence: Tensor, images: Tensor, labels: Tensor, predicte
         ax.axis("off")
         if i < len(labels):
             ax.imshow(images[i, 0] * STD + MEAN, cmap="gray_r", vmin=0, vmax=1)
-            ax.set_title(f"{int(labels[i])}→{int(predicted[i])} {confidence[i]:.0%}", fontsize=8)
-    fig.suptitle(f"Most confident mistakes on the {split} set: true→predicted, confidence", fontsize=9)
+            ax.set_title(f"{int(labels[i])}→{int(predicted[i])} {percent_text(float(confidence[i]))}", fontsize=8)
+    title = f"Most confident mistakes on the {split} set, most confident first: true→predicted, confidence"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def percent_text(probability: float, most_decimals: int = 5) -> str:
+    """A confidence with as many decimals as it takes not to round to 100 %: 97.3%, 99.97%, 99.9994% (float32
+    resolves about 7 significant digits)."""
+    for decimals in range(1, most_decimals + 1):
+        text = f"{100 * probability:.{decimals}f}"
+        if float(text) < 100:
+            return f"{text}%"
+    return f">{100 - 10**-most_decimals:.{most_decimals}f}%" if probability < 1 else "100%"

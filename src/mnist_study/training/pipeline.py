@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, open_dict
 from torch import nn
@@ -30,7 +31,7 @@ from mnist_study.models.classifier import MNISTClassifier
 from mnist_study.runs.artifacts import FAILURE_FILE, RESULT_FILE
 from mnist_study.runs.ending import in_multirun
 from mnist_study.runs.locks import held_folders
-from mnist_study.training.callbacks import EXPLODED
+from mnist_study.training.callbacks import EXPLODED, EpochProgressBar
 from mnist_study.training.checkpoint_io import AtomicCheckpointIO
 from mnist_study.training.epochs_file import EpochsFile
 from mnist_study.training.error_analysis import ErrorAnalysis
@@ -103,11 +104,14 @@ def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None =
     # torch documents as safe to turn off for programs that read no uninitialized memory (the runs stay bit for bit
     # reproducible: tests/test_conventions.py) and which costs a share of every CNN step on the CPU.
     torch.utils.deterministic.fill_uninitialized_memory = cfg.fill_uninitialized_memory
+    callbacks = build_callbacks(cfg)
+    if options["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(EpochProgressBar())  # Lightning's bar, counting epochs from 1 like the log
     return L.Trainer(
         **options,
         logger=loggers or False,  # None would be Lightning's default logger
         # epochs.csv, whatever the loggers (the report reads it); first, so its write precedes the epoch's timing
-        callbacks=[EpochsFile(), *build_callbacks(cfg)],
+        callbacks=[EpochsFile(), *callbacks],
         plugins=[AtomicCheckpointIO()],  # temp file in the checkpoint's folder, fsync, rename: on every filesystem
         default_root_dir=str(output_dir),
     )
@@ -227,8 +231,8 @@ def start_loggers(trainer: L.Trainer, cfg: DictConfig) -> None:
 
 def finish_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """The tested checkpoint's numbers to the loggers other than TensorBoard (which training.tensorboard.HParams
-    gives them), at the last epoch; then each logger closes its run."""
-    last_epoch = max(trainer.current_epoch - 1, 0)
+    gives them), at the last epoch (counted from 1, as every logged epoch); then each logger closes its run."""
+    last_epoch = max(trainer.current_epoch, 1)  # after fit, current_epoch is the number of epochs run
     for logger in trainer.loggers:
         if not isinstance(logger, TensorBoardLogger):
             logger.log_metrics(metrics, step=last_epoch)
