@@ -28,7 +28,7 @@ from mnist_study.training.callbacks import (
 from mnist_study.training.error_analysis import ErrorAnalysis, percent_text
 from mnist_study.training.pipeline import build_callbacks, train
 from mnist_study.training.precision import auto_precision, forward_flops_per_image, resolve_precision
-from mnist_study.training.tensorboard import HParams, OneCurvePerRun, StudyComparison
+from mnist_study.training.tensorboard import HParams, OneCurvePerRun, StudyComparison, run_title
 
 from .conftest import CONF, TEST_SIZE
 from .test_train import scalars
@@ -73,6 +73,15 @@ def test_a_constant_rate_is_logged_under_the_same_tag(make_cfg, tmp_path: Path) 
     assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("lr-")]  # LearningRateMonitor's fallback
 
 
+def test_a_learning_rate_per_step_can_be_added_and_keeps_its_own_axis(make_cfg, tmp_path: Path) -> None:
+    monitor = "{_target_: lightning.pytorch.callbacks.LearningRateMonitor, logging_interval: step}"
+    train(make_cfg("model=softmax", "trainer.log_every_n_steps=2", f"+callbacks.lr_steps={monitor}"))
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/lr")] == [1]  # train/ keeps the epoch axis
+    assert len(events.Scalars("z_steps/lr")) > 3  # per optimizer step, in a group that sorts after the study's
+
+
 def test_time_series_opens_on_the_training_and_validation_curves(sweep: Path) -> None:
     """TensorBoard's Time Series groups the cards by the tag's first segment, sorts the groups and expands only the
     first two: they must be train/ and val/, not the comparison copies or single-point cards."""
@@ -104,7 +113,7 @@ def test_the_comparison_layout_holds_only_the_sweeps_models_and_regularizers(swe
         assert logged[f"val_vs_train/{run_id}/acc/validation"] == logged["val/acc"]
         runs.add(run_id)
     per_network = {f"{name}: val {m}" for name in ("softmax", "mlp", "none", "bn") for m in ("acc", "loss")}
-    per_run = {f"{run}: {words}, train ■ against validation ◆" for run in runs for words in ("accuracy", "loss")}
+    per_run = {f"{run_title(run)}: {words}, train vs validation" for run in runs for words in ("accuracy", "loss")}
     assert len(runs) == 4 and titles == per_network | per_run
 
 
@@ -198,7 +207,7 @@ def test_hparams_declare_the_same_columns_for_every_run_of_a_sweep(sweep: Path) 
         assert session.hparams["regularizer"].string_value == result["regularizer"]
         assert session.hparams["seed"].string_value == str(result["seed"])  # a label: "0", not 0.0000
         assert session.hparams["lr"].number_value == result["lr"]
-        assert session.group_name == ""  # TensorBoard names the row by its run, and never merges two runs
+        assert session.group_name == f"{run.name} ({sweep.name})"  # the job first; unique, so never merged
         assert scalars(run)["val_best/test_acc"] == [pytest.approx(result["test/acc"])]  # the table's test acc
 
 

@@ -52,7 +52,7 @@ def write_small_sweep(logdir: Path) -> None:
     from tensorboard.plugins.hparams import summary_v2 as hp
     from torch.utils.tensorboard import SummaryWriter
 
-    from mnist_study.training.tensorboard import comparison_layout
+    from mnist_study.training.tensorboard import comparison_layout, comparison_tag
 
     for model, offset in (("mlp", 0.0), ("cnn", 0.05)):
         with SummaryWriter(logdir / f"model={model}") as writer:
@@ -62,8 +62,8 @@ def write_small_sweep(logdir: Path) -> None:
             writer.file_writer.add_summary(hp.hparams_pb({"model": model}, trial_id=model))
             for epoch in range(3):
                 tags = ("train/acc", "val/acc", f"val_by_model/{model}/acc", "val_by_regularizer/none/acc")
-                for tag in (*tags, *(f"val_vs_train/model={model}/{stage}_acc" for stage in ("train", "val"))):
-                    writer.add_scalar(tag, 0.8 + offset + 0.05 * epoch, epoch)
+                for tag in (*tags, *(comparison_tag(f"model={model}", stage, "acc") for stage in ("train", "val"))):
+                    writer.add_scalar(tag, 0.8 + offset + 0.05 * epoch, epoch + 1)
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -135,7 +135,7 @@ def test_a_sweep_run_again_draws_each_run_in_its_own_charts(make_cfg, tmp_path: 
     runs = {events.parent for events in tmp_path.glob("*/*/events.out.tfevents.*")}
     tags = {run: set(steps(run)) for run in runs}
     charts = [chart for run in runs for category in layout(run).category for chart in category.chart]
-    per_run = [chart for chart in charts if "train ■ against validation ◆" in chart.title]
+    per_run = [chart for chart in charts if chart.title.endswith(", train vs validation")]
     assert len(per_run) == 4 and len({chart.title for chart in per_run}) == 4  # acc and loss of each run
     for chart in per_run:
         (pattern,) = chart.multiline.tag

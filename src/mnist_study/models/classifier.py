@@ -136,7 +136,7 @@ class MNISTClassifier(L.LightningModule):
         )
         if scheduler is None:  # a constant rate, as a schedule: LearningRateMonitor names only schedules' rates
             scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        # "name": the tag under which a LearningRateMonitor, if added (+callbacks.), logs the rate per step; the
-        # run's own train/lr is callbacks.EpochLearningRate's, once an epoch
-        schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+        # "name": the tag of a LearningRateMonitor, if one is added (+callbacks.): the rate per optimizer step, in a
+        # group of its own that sorts after the study's; the run's train/lr is EpochLearningRate's, once an epoch
+        schedule = {"scheduler": scheduler, "interval": "step", "name": "z_steps/lr"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}

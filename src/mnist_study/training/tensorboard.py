@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mnist_study.training.callbacks import AfterEachEpoch
 
-# The names of the two series of a per-run chart, as its legend ("Matches" under the chart) lists them.
+# The last part of the tags of a per-run chart's two series: what its legend ("Matches" under the chart) shows.
 SERIES = {"train": "train", "val": "validation"}
 METRIC_WORDS = {"acc": "accuracy", "loss": "loss"}
 
@@ -31,8 +31,9 @@ def comparison_layout(run: str, model: str, regularizer: str) -> dict:
     charts never draw another run's curves, not even those of the same network in a sweep run again."""
 
     def per_run(metric: str) -> dict:
-        # TensorBoard marks a chart's series by the order of their tags: train (■) sorts before validation (◆)
-        title = f"{run}: {METRIC_WORDS[metric]}, train ■ against validation ◆"
+        # Both series have the run's colour; TensorBoard gives each a marker in the order its data server lists the
+        # tags, which varies, so the legend ("Matches" under the chart, and the tooltip) names them by their tags.
+        title = f"{run_title(run)}: {METRIC_WORDS[metric]}, train vs validation"
         return {title: ["Multiline", [f"^val_vs_train/{re.escape(run)}/{metric}/(train|validation)$"]]}
 
     def chart(kind: str, name: str, metric: str) -> dict:
@@ -60,6 +61,13 @@ def run_id(trainer: L.Trainer) -> str:
     return f"{folder.parent.name}/{folder.name}"
 
 
+def run_title(run: str) -> str:
+    """A run_id as titles and the HPARAMS table show it, the run's own folder first (TensorBoard cuts long names
+    at the end): cnn-bn,seed=1 (2026-12-04_10-00-00)."""
+    parent, _, folder = run.rpartition("/")
+    return f"{folder} ({parent})" if parent else folder
+
+
 class StudyComparison(AfterEachEpoch):
     """The epoch's metrics again under tags that only one run (one model, one regularizer) has, and the
     custom-scalars layout that draws them: per run train against validation, per model its regularizers, per
@@ -83,7 +91,7 @@ class StudyComparison(AfterEachEpoch):
             if (value := metrics.get(f"val/{metric}")) is not None:
                 writer.add_scalar(f"val_by_model/{model}/{metric}", float(value), step)
                 writer.add_scalar(f"val_by_regularizer/{regularizer}/{metric}", float(value), step)
-            for stage in ("train", "val"):  # in this order: the per-run chart's ■ is train, its ◆ validation
+            for stage in ("train", "val"):
                 if (value := metrics.get(f"{stage}/{metric}")) is not None:
                     writer.add_scalar(comparison_tag(run, stage, metric), float(value), step)
 
@@ -145,9 +153,9 @@ class HParams(L.Callback):
         metrics = [hp.Metric(tag, display_name=name) for tag, name in HPARAMS_METRICS.items()]
         writer.file_writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
         values = {k: _hparam_value(v) for k, v in self.values.items()}
-        # An empty trial id: TensorBoard names the row by the run, as its other tabs do, and never merges two
-        # runs into one row (a trial id shared by a sweep run twice would average them).
-        writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=""))
+        # The trial id names the table's row. Unique per run: runs sharing one (a sweep run again, if it were the
+        # job's folder name alone) would be merged into one row, their metrics averaged.
+        writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=run_title(run_id(trainer))))
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not (writer := rank_zero_writer(trainer)):
