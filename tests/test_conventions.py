@@ -253,3 +253,10 @@ def test_the_terminal_shows_the_message_alone_and_the_level_of_warnings() -> Non
     assert TerminalFormatter().format(record) == line and len(line) <= 80
     record.levelno, record.levelname = logging.WARNING, "WARNING"
     assert TerminalFormatter().format(record) == f"WARNING: {line}"
+
+
+def test_the_progress_bar_counts_epochs_from_1_like_the_log(make_cfg, capfd: pytest.CaptureFixture) -> None:
+    train(make_cfg("model=softmax", "trainer.enable_progress_bar=true", "trainer.max_epochs=2"))
+    drawn = re.findall(r"Epoch ([^:]+): +(\d+)%", capfd.readouterr().out)  # Lightning draws its bars on stdout
+    # (Lightning's own "Epoch 0" is drawn once at 0 %, on the line that is at once redrawn as "Epoch 1/2")
+    assert {epoch for epoch, percent in drawn if percent != "0"} == {"1/2", "2/2"}

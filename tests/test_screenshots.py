@@ -60,9 +60,11 @@ def write_small_sweep(logdir: Path) -> None:
             config = hp.hparams_config_pb(hparams=[hp.HParam("model")], metrics=[hp.Metric("val/acc")])
             writer.file_writer.add_summary(config)
             writer.file_writer.add_summary(hp.hparams_pb({"model": model}, trial_id=model))
-            for epoch in range(3):
-                tags = ("train/acc", "val/acc", f"val_by_model/{model}/acc", "val_by_regularizer/none/acc")
-                for tag in (*tags, *(comparison_tag(f"model={model}", stage, "acc") for stage in ("train", "val"))):
+            for epoch, metric in ((epoch, metric) for epoch in range(3) for metric in ("acc", "loss")):
+                tags = [f"{stage}/{metric}" for stage in ("train", "val")]
+                tags += [f"val_by_model/{model}/{metric}", f"val_by_regularizer/none/{metric}"]
+                tags += [comparison_tag(f"model={model}", stage, metric) for stage in ("train", "val")]
+                for tag in tags:  # every chart of the layout has its lines, as after a real run
                     writer.add_scalar(tag, 0.8 + offset + 0.05 * epoch, epoch + 1)
 
 
