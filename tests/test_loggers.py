@@ -30,7 +30,7 @@ def test_a_run_without_tensorboard_writes_its_epochs_file_and_skips_tensorboards
 
     run = tmp_path / "run"
     rows = read_epoch_rows(run / "epochs.csv")
-    assert [row["epoch"] for row in rows] == [0, 1]
+    assert [row["epoch"] for row in rows] == [1, 2]  # counted from 1, as in the log
     assert all(set(EPOCH_COLUMNS) - {"test_epoch/acc", "test_epoch/loss"} <= row.keys() for row in rows)
     assert max(row["val/acc"] for row in rows) == pytest.approx(result["best_val/acc"])
     assert not list(run.glob("events.out.tfevents.*"))  # no TensorBoard, and no error from its views
@@ -58,12 +58,12 @@ def test_a_resumed_run_keeps_one_row_per_epoch(make_cfg, tmp_path: Path) -> None
     run = tmp_path / "run"
     before = read_epoch_rows(run / "epochs.csv")
     with open(run / "epochs.csv", "a") as f:  # rows of epochs a crash left unsaved: the resume trains them again
-        f.write("2,0.5,0.5,0.123,0.5,,,1.0,1.0,0.001\n3,0.5,0.5,0.456,0.5,,,1.0,1.0,0.001\n")
+        f.write("3,0.5,0.5,0.123,0.5,,,1.0,1.0,0.001\n4,0.5,0.5,0.456,0.5,,,1.0,1.0,0.001\n")
 
     train(make_cfg(*config, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
 
     rows = read_epoch_rows(run / "epochs.csv")
-    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert rows[:2] == before
     assert rows[2]["val/acc"] not in (0.123, 0.456)
 
@@ -125,7 +125,7 @@ def test_an_mlflow_run_is_read_back_with_mlflows_own_client(make_cfg, tmp_path: 
     rows = read_epoch_rows(run / "epochs.csv")
     for tag in ("val/acc", "train/loss"):
         history = sorted((m.step, m.value) for m in client.get_metric_history(logged.info.run_id, tag))
-        assert history == [(0, pytest.approx(row[tag])) for row in rows[:1]] + [(1, pytest.approx(rows[1][tag]))]
+        assert history == [(1, pytest.approx(row[tag])) for row in rows[:1]] + [(2, pytest.approx(rows[1][tag]))]
     assert logged.data.metrics["test/acc"] == pytest.approx(result["test/acc"])
     assert not list(run.glob("events.out.tfevents.*")) and (run / "epochs.csv").is_file()
 
@@ -147,7 +147,7 @@ def test_wandb_offline_keeps_its_files_in_the_run_folder(make_cfg, tmp_path: Pat
     ("overrides", "message"),
     [
         (["logger.tensorboard.flush_secs=abc"], "logger.tensorboard.flush_secs must be an integer, got 'abc'"),
-        (["+logger.tensorboard.max_qeue=5"], "logger.tensorboard.max_qeue is not a TensorBoardLogger argument: did "
+        (["+logger.tensorboard.max_qeue=5"], "logger.tensorboard.max_qeue is not a TensorBoardRunLogger argument: did "
                                              "you mean logger.tensorboard.max_queue?"),
         (["logger=csv", "+logger.csv.save_dir=/elsewhere"], "logger.csv.save_dir is set by train.py itself"),
         (["logger=wandb", "logger.wandb.offline=maybe"], "logger.wandb.offline must be true or false, got 'maybe'"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnist_study.runs.artifacts import EPOCH_COLUMNS, EPOCHS_FILE
 
-EpochRow = dict[str, float]  # "epoch" (from 0) and the metrics logged at that epoch
+EpochRow = dict[str, float]  # "epoch" (counted from 1, as in the log) and the metrics logged at that epoch
 
 
 def epoch_rows_text(rows: Sequence[EpochRow]) -> str:

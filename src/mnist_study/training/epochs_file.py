@@ -29,19 +29,19 @@ class EpochsFile(AfterEachEpoch):
         super().on_train_start(trainer, module)
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
-        # current_epoch is the checkpoint's by now: the epochs before it are done and keep their rows
-        kept = [row for row in read_epoch_rows(self.path(trainer)) if row["epoch"] < trainer.current_epoch]
+        # current_epoch is the checkpoint's by now: the epochs before it (numbers up to it, from 1) keep their rows
+        kept = [row for row in read_epoch_rows(self.path(trainer)) if row["epoch"] <= trainer.current_epoch]
         if kept or self.path(trainer).is_file():
             self.save(trainer, kept)
 
     def epoch_done(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
         if trainer.fast_dev_run:  # debug=fast writes no logs
             return
-        metrics = trainer.callback_metrics
-        row: EpochRow = {"epoch": epoch} | {name: float(metrics[name]) for name in EPOCH_COLUMNS if name in metrics}
+        metrics, number = trainer.callback_metrics, epoch + 1  # counted from 1, as in the log and TensorBoard
+        row: EpochRow = {"epoch": number} | {name: float(metrics[name]) for name in EPOCH_COLUMNS if name in metrics}
         if trainer.optimizers:
             row[LEARNING_RATE] = float(trainer.optimizers[0].param_groups[0]["lr"])
-        self.save(trainer, [*(r for r in self.rows if r["epoch"] < epoch), row])
+        self.save(trainer, [*(r for r in self.rows if r["epoch"] < number), row])
 
     def save(self, trainer: L.Trainer, rows: list[EpochRow]) -> None:
         self.rows = rows

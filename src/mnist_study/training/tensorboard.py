@@ -117,7 +117,7 @@ class OneCurvePerRun(L.Callback):
             writer.file_writer.add_event(Event(step=trainer.current_epoch + 1, session_log=start))
 
 
-class RunLogger(TensorBoardLogger):
+class TensorBoardRunLogger(TensorBoardLogger):
     """Lightning's TensorBoardLogger, less the hparams.yaml it leaves in the run folder: that file would hold
     `{}`, as the module logs no hyper-parameters to it; they are in .hydra/config.yaml and in HPARAMS."""
 
