@@ -76,8 +76,8 @@ def test_the_keys_only_some_trainer_options_set_default_to_lightnings_own_defaul
         (["model=mlp", "model.hidden_size=3"], "model.hidden_size is not an option of model=mlp: did you mean model.h"),
         (["model=softmax", "+model.hidden_sizes=[5]"], "model.hidden_sizes is not an option of model=softmax"),
         (["+seeds=1"], "seeds is not an option of train.py: did you mean seed?"),
-        (["+logger.tensorboard.flush_sec=1"], "logger.tensorboard.flush_sec is not a TensorBoardLogger argument: did "
-                                               "you mean logger.tensorboard.flush_secs?"),
+        (["+logger.tensorboard.flush_sec=1"], "logger.tensorboard.flush_sec is not a TensorBoardRunLogger argument: "
+                                               "did you mean logger.tensorboard.flush_secs?"),
         (["model=softmax,mlp", "data.batch_size=10,abc"], "data.batch_size must be a positive integer, got 'abc'"),
         (["experiment=study", "+model.hidden_sizes=[5]"], "model.hidden_sizes is not an option of model=softmax"),
     ],
