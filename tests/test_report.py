@@ -262,3 +262,24 @@ def test_the_header_says_which_dropout_and_which_precision_each_network_used() -
     assert "- **Dropout**: rate 0.3; nn.Dropout itself (regularizer.mask=torch)" in what_ran([run])
     header, _, row = results_table([run])
     assert header.split(" | ")[7] == "precision" and row.split(" | ")[7] == "32-true"
+
+
+def test_short_runs_get_whole_epoch_ticks_from_1_and_show_their_first_epoch() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mnist_study.reporting.figures import _band, _epoch_axis, _zoom_accuracy
+
+    runs = [run_of("mlp", "none", seed, 0.98, epochs=3) for seed in (0, 1)]
+    for run, first in zip(runs, (0.80, 0.82), strict=True):
+        run.curves = {"val/acc": [first, 0.95, 0.97]}
+    fig, ax = plt.subplots()
+    _band(ax, runs, "val/acc", "C0", "none")
+    _zoom_accuracy(ax)
+    _epoch_axis(ax)
+    low, high = ax.get_xlim()
+    assert [tick for tick in ax.get_xticks() if low <= tick <= high] == [1, 2, 3]  # no 0.5, 1.5 or epoch 0
+    assert ax.get_ylim()[0] < 0.80 and ax.get_ylim()[1] > 0.97  # the first epoch, and its seeds' band, are shown
+    plt.close(fig)

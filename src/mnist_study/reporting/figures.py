@@ -52,11 +52,12 @@ def _comparison(runs: list[Run], fixed: str, value: str, path: Path) -> None:
 
 
 def _zoom_accuracy(ax: Any) -> None:
-    """Accuracy from just below its lowest point (every epoch shown, the first included) to just above its best."""
-    values = [y for line in ax.get_lines() for y in line.get_ydata()]
-    if values:
-        span = max(values) - min(values)
-        ax.set_ylim(max(min(values) - 0.05 * span - 0.001, 0), min(max(values) + 0.05 * span + 0.001, 1.0))
+    """Accuracy from just below its lowest point to just above its highest: every epoch shown, the first
+    included, and the seeds' bands too."""
+    if ax.has_data():
+        low, high = ax.dataLim.y0, ax.dataLim.y1
+        span = high - low
+        ax.set_ylim(max(low - 0.05 * span - 0.001, 0), min(high + 0.05 * span + 0.001, 1.0))
 
 
 def _epoch_axis(ax: Any) -> None:
