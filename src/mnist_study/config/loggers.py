@@ -68,9 +68,6 @@ def check_logger(name: str, entry: Any) -> None:
 
     if not (isinstance(cls, type) and issubclass(cls, Logger)):
         raise UserError(f"{key}._target_={target} is not a Lightning logger (a lightning.pytorch.loggers.Logger)")
-    if (extra := EXTRAS.get(cls.__name__)) and (missing := next((m for m in extra[1] if not installed(m)), None)):
-        option = f"logger={name}" if name == extra[0] else f"{key} ({cls.__name__})"
-        raise UserError(f"{option} needs the {missing} package: pip install -e '.[{extra[0]}]'")
     parameters, open_ended = arguments(cls)
     for argument in entry:
         if argument == "_target_":
@@ -89,6 +86,10 @@ def check_logger(name: str, entry: Any) -> None:
         plain = OmegaConf.to_container(value, resolve=False) if isinstance(value, (DictConfig, ListConfig)) else value
         if not accepts(plain, parameters[argument]):
             raise UserError(f"{key}.{argument} must be {describe(parameters[argument])}, got {plain!r}")
+    # after the arguments, so that a mistyped value is named whether or not the package is installed yet
+    if (extra := EXTRAS.get(cls.__name__)) and (missing := next((m for m in extra[1] if not installed(m)), None)):
+        option = f"logger={name}" if name == extra[0] else f"{key} ({cls.__name__})"
+        raise UserError(f"{option} needs the {missing} package: pip install -e '.[{extra[0]}]'")
 
 
 def logger_class(target: str) -> type | None:
