@@ -125,10 +125,10 @@ def accepted(key: str, other_overrides: list[str]) -> str:
     if spec is None:
         return unknown
     allowed: Allowed | None = spec.metadata.get("allowed")
-    if allowed is not None and allowed.words.startswith(("a ", "an ")):
-        return allowed.words
+    if allowed is not None and allowed.text().startswith(("a ", "an ", "one of ", "true")):
+        return allowed.text()
     words = describe(get_type_hints(schema)[name])
-    return f"{words} {allowed.words}" if allowed is not None else words
+    return f"{words} {allowed.text()}" if allowed is not None else words
 
 
 def describe(hint: Any) -> str:
