@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional, get_args, get_origin
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from mnist_study.runs.names import job_dirname, run_name
+from mnist_study.runs.names import job_dirname, resume_folder, run_name
 
 CONFIG_NAME = "train"
 SEED_LIMIT = 2**32  # lightning.seed_everything replaces a seed outside [0, 2**32) by a random one
@@ -301,6 +301,13 @@ class TrainConfig:
     callbacks: Any = None  # free-form: name -> {_target_: a Lightning callback, its arguments}
 
 
+# Keys of the config that train.py sets itself and a command line must not: why, in one line.
+INTERNAL_KEYS = {
+    "output_dir": "output_dir is set by train.py (the run's folder, hydra.run.dir; in a sweep hydra.sweep.dir and "
+    "its job's subfolder) and cannot be given: choose where a run writes with hydra.run.dir=<folder>",
+}
+
+
 # Each option of each group: conf/<group>/<option>.yaml is merged onto schema/<group>/<option>.
 GROUPS: dict[str, dict[str, type]] = {
     "model": {"softmax": SoftmaxConfig, "mlp": MLPConfig, "cnn": CNNConfig},
@@ -320,3 +327,4 @@ def register() -> None:
             store.store(group=f"schema/{group}", name=name, node=schema, package=group)
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("resume_folder", resume_folder, replace=True)

@@ -68,6 +68,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             return None
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(err, UserError):
             raise
+        held_folders().discard_unused()  # refused inside the job: no run folder with nothing in it
         fail_in_one_line(err)
     finally:
         held_folders().release_all()
