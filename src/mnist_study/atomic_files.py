@@ -94,6 +94,10 @@ def save_figure_atomically(figure: Any, target: Path, advice: str = "Free space 
     write_atomically(target, buffer.getbuffer(), advice)
 
 
+def copy_atomically(source: Path, target: Path, advice: str = "Free space there") -> None:
+    write_atomically(target, source.read_bytes(), advice)
+
+
 def no_space_message(target: Path, size: int, err: OSError) -> str:
     try:
         free = f"{shutil.disk_usage(target.parent).free} bytes free"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from mnist_study.manual_backprop.descent import HISTORY_FILE, History, descend, 
 from mnist_study.manual_backprop.report import write_report
 from mnist_study.runs.artifacts import FAILURE_FILE
 
+log = logging.getLogger(__name__)
+
 
 def loss_tag(k: int) -> str:
     """Each K's own chart in TensorBoard, holding its two runs (the folders manual/ and autograd/)."""
@@ -24,6 +28,8 @@ def loss_tag(k: int) -> str:
 def run(cfg: DictConfig) -> History:
     settings = settings_from(cfg)
     output_dir = Path(cfg.output_dir)
+    log.info("k=%d: %d epochs of gradient descent (engine=%s, backend=%s)", settings.k, settings.epochs,
+             settings.engine, settings.backend)  # fmt: skip
     writers = {name: SummaryWriter(str(output_dir / name)) for name in ("manual", "autograd")}
     differences = SummaryWriter(str(output_dir))
     tag = loss_tag(settings.k)
@@ -47,6 +53,18 @@ def run(cfg: DictConfig) -> History:
         f"{max(history.max_rel_grad_error):.2e}\n\n{side_by_side(history)}\n"
     )
     return history
+
+
+def stop_record(signum: int, folder: Path | None, sweep_dir: str | None) -> str:
+    """failed.txt of a q1 job stopped by a signal: which jobs of the sweep finished before it (their history.json
+    and the report are kept) and how to complete the sweep."""
+    name = signal.Signals(signum).name
+    finished = sorted(History.load(p).settings["k"] for p in Path(sweep_dir or ".").glob(f"**/{HISTORY_FILE}"))
+    done = ", ".join(f"k={k}" for k in finished) or "none"
+    return (
+        f"terminated by {name} before this job finished; the jobs finished before it: {done} (their history.json is "
+        "kept and the sweep's report.md shows them); run the same command again for the whole sweep"
+    )
 
 
 class SweepReport(Callback):
