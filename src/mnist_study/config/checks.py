@@ -4,6 +4,7 @@ problem is one UserError naming the key, the value and what is allowed."""
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from dataclasses import fields, is_dataclass
 from types import UnionType
@@ -85,6 +86,11 @@ def check_fields(node: DictConfig, schema: type, prefix: str) -> None:
             continue
         plain = plain_value(node[name])
         if plain is None and type(None) in get_args(hints[name]):
+            continue
+        if allowed.each and isinstance(plain, dict):
+            for entry, value in plain.items():
+                if not allowed.accepts(value):
+                    raise UserError(f"{prefix}{name}.{entry} must be {allowed.text()}, got {value!r}")
             continue
         if not allowed.accepts(plain):
             raise UserError(f"{prefix}{name} must be {allowed.text()}, got {plain!r}")
@@ -198,11 +204,11 @@ def check_callbacks(callbacks: Any) -> None:
 
 def callback_class(key: str, target: str) -> type:
     import lightning as L
-    from hydra.utils import get_object
 
+    module, _, name = target.rpartition(".")
     try:
-        found = get_object(target)
-    except Exception as err:  # ImportError, AttributeError, or whatever importing the module raised
+        found = getattr(importlib.import_module(module), name)
+    except Exception as err:  # ImportError, AttributeError, ValueError (no module), or what importing it raised
         raise UserError(
             f"{key}._target_={target} cannot be imported ({first_line(err)}): give a Callback class's full name"
         ) from None

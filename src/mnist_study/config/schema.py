@@ -31,6 +31,7 @@ class Allowed:
     words: str | Callable[[], str]
     test: Callable[[Any], bool]
     booleans: bool = False
+    each: bool = False  # a mapping's values are tested, each named <key>.<name> in an error
 
     @property
     def meta(self) -> dict[str, Allowed]:
@@ -71,7 +72,7 @@ def lightning_choices(kind: str) -> list[str]:
 
         return ["auto", *StrategyRegistry.available_strategies()]
     annotation = inspect.signature(L.Trainer).parameters["precision"].annotation
-    return ["auto", *(str(v) for v in literal_values(annotation))]
+    return ["auto", *dict.fromkeys(str(v) for v in literal_values(annotation))]
 
 
 def literal_values(annotation: Any) -> list[Any]:
@@ -103,12 +104,10 @@ SIZES = Allowed(
     lambda v: len(v) >= 1 and all(x >= 1 for x in v),
 )
 CHANNELS = Allowed(
-    "a list of at most 4 positive integers (each entry halves the 28-pixel side)",
-    lambda v: len(v) <= 4 and all(x >= 1 for x in v),
+    "a list of 1 to 4 positive integers (each entry halves the 28-pixel side; model=mlp has no convolutions)",
+    lambda v: 1 <= len(v) <= 4 and all(x >= 1 for x in v),
 )
-LEARNING_RATES = Allowed(
-    "a mapping of model names to finite numbers > 0", lambda v: all(POSITIVE_NUMBER.test(x) for x in v.values())
-)
+LEARNING_RATES = Allowed("a finite number > 0", lambda v: math.isfinite(v) and v > 0, each=True)
 FOLDER = Allowed("a folder path (not empty)", lambda v: bool(v.strip()))
 # lightning.Trainer's arguments, as the project lets them be set (Lightning's own meaning, ranged)
 ACCELERATOR = one_of("accelerator", ("auto", "cpu", "gpu", "cuda", "mps"))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -102,18 +102,21 @@ def clear_for_a_new_run(folder: Path) -> Path | None:
 
 
 def check_writable(folder: Path, key: str) -> None:
-    """UserError unless `folder` exists as a writable folder or can be created (its nearest existing ancestor is
-    a writable folder)."""
+    """UserError unless `folder` is a folder that can be written, or can be created: a file is created and deleted
+    in it (or in its nearest existing ancestor, which is what creating it writes), so that permissions, read-only
+    file systems and places like /proc all answer as they will when the run writes."""
     existing = folder.absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{key}={folder} cannot be created: {existing} is a file, not a folder; choose another {key}")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-test."):
+            pass
+    except OSError as err:
         raise UserError(
-            f"{key}={folder} cannot be written: {existing} is read-only here (permissions or a read-only file "
-            f"system); choose a writable {key}"
-        )
+            f"{key}={folder} cannot be written: {existing} refuses a new file ({err.strerror}); choose a writable {key}"
+        ) from None
 
 
 def first_difference(

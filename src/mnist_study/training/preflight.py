@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.config import as_dict
 from mnist_study.config.command_line import check_command_line
-from mnist_study.data.mnist_files import checked_checksums
+from mnist_study.data.mnist_files import check_path_kinds, checked_checksums
 from mnist_study.errors import UserError, first_line
 from mnist_study.runs.artifacts import RESULT_FILE
-from mnist_study.runs.folders import first_difference
+from mnist_study.runs.folders import check_writable, first_difference
 from mnist_study.training.checkpoint_io import checkpoint_problem
 from mnist_study.training.resources import check_memory, check_processes
 from mnist_study.training.resume import LAST, check_position, check_resumable
@@ -36,9 +36,11 @@ def check_train_command_line(overrides: Sequence[str], config_dir: Path, multiru
 
     def check_whole_job(cfg: DictConfig, hydra: DictConfig) -> None:
         launcher = str(OmegaConf.select(hydra, "launcher._target_", default=""))
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         folder = Path(hydra.sweep.dir) / str(hydra.sweep.subdir) if multirun else Path(hydra.run.dir)
+        check_writable(Path(hydra.sweep.dir) if multirun else folder, key)
         check_job(cfg, multirun, on_this_machine="slurm" not in launcher.lower(), checkpoint=True)
-        check_folder(cfg, folder, "hydra.sweep.dir" if multirun else "hydra.run.dir", excluded_keys(hydra))
+        check_folder(cfg, folder, key, excluded_keys(hydra))
 
     return check_command_line(overrides, config_dir, check_job=check_whole_job)
 
@@ -58,6 +60,7 @@ def check_job(cfg: DictConfig, multirun: bool, on_this_machine: bool = True, che
             "interrupted jobs by itself when its command is run again with the same hydra.sweep.dir"
         )
     checked_checksums(as_dict(cfg, "data").get("checksums"))
+    check_path_kinds(cfg.data.data_dir)
     if on_this_machine:  # a SLURM job's node has other cores and GPUs: it checks for itself in train()
         check_processes(as_dict(cfg, "trainer"), bool(cfg.oversubscribe))
         check_memory(cfg)
