@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig
@@ -39,8 +39,10 @@ def cpu_cores() -> int:
 
 
 def started_by_a_launcher() -> bool:
-    """Whether SLURM's srun or torchrun started this process as one rank: Lightning then starts no process."""
-    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
+    """Whether SLURM's srun or torchrun started this process as one rank: Lightning then starts no process. (SLURM
+    by the rule SLURMEnvironment.detect documents, without its warning when srun is installed but not used.)"""
+    under_srun = "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return under_srun or TorchElasticEnvironment.detect()
 
 
 def resolved_accelerator(name: str) -> str:
