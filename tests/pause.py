@@ -72,6 +72,7 @@ class Run:
                 for line in self.stdout.decode(errors="replace").splitlines():
                     if line.startswith(start) or f"] - {start}" in line:
                         return line
+        self.proc.kill()  # a failed test leaves no process behind
         raise AssertionError(f"no {start} line within {timeout} s:\n{self.stderr()[-3000:]}")
 
     def resume(self) -> None:
