@@ -62,7 +62,7 @@ def test_the_keys_only_some_trainer_options_set_default_to_lightnings_own_defaul
         (["model=mlp", "model.hidden_sizes=[-5]"], "model.hidden_sizes must be a non-empty list of positive integers"),
         (["model=mlp", "model.hidden_sizes=[abc]"], "model.hidden_sizes must be a non-empty list of positive integers"),
         (["model=cnn", "model.kernel_size=4"], "model.kernel_size must be an odd positive integer"),
-        (["model=cnn", "model.channels=[8,8,8,8,8]"], "model.channels must be a list of at most 4 positive integers"),
+        (["model=cnn", "model.channels=[8,8,8,8,8]"], "model.channels must be a list of 1 to 4 positive integers"),
         (["seed=-1"], "seed must be an integer in [0, 2**32), got -1"),
         (["seed=1180591620717411303424"], "seed must be an integer in [0, 2**32), got 1180591620717411303424"),
         (["seed=abc"], "seed must be an integer in [0, 2**32), got 'abc'"),

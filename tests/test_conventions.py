@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from lightning import Callback
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_study.models.backbones import build_backbone
 from mnist_study.training.callbacks import DivergenceGuard, EpochSeed, EpochSummary, EpochTimer
+from mnist_study.training.checkpoint_io import RunFolderCheckpoint
 from mnist_study.training.error_analysis import ErrorAnalysis
 from mnist_study.training.pipeline import build_callbacks, train
 from mnist_study.training.precision import auto_precision, forward_flops_per_image, resolve_precision
@@ -27,8 +28,8 @@ from .test_train import scalars
 def test_the_callbacks_group_lists_the_runs_callbacks_and_the_command_line_edits_it(make_cfg) -> None:
     kinds = [type(c) for c in build_callbacks(make_cfg())]
     assert kinds == [
-        ModelCheckpoint, ModelCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, StudyComparison, LearningRateMonitor,
-        EpochSummary, HParams, ErrorAnalysis,
+        RunFolderCheckpoint, RunFolderCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, StudyComparison,
+        LearningRateMonitor, EpochSummary, HParams, ErrorAnalysis,
     ]  # fmt: skip
     assert LearningRateMonitor not in [type(c) for c in build_callbacks(make_cfg("~callbacks.learning_rate"))]
     added = build_callbacks(
