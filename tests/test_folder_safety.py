@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
 
 from mnist_study.errors import UserError
+from mnist_study.runs.ending import run_task
 from mnist_study.runs.names import run_name
 from mnist_study.training.pipeline import train
 
-from .conftest import CONF, ROOT, data_overrides, run_script
+from .conftest import CONF, ROOT, compose_train, data_overrides, run_script
 
 
 def test_a_slash_in_an_override_never_nests_the_run_folder() -> None:
@@ -26,12 +28,14 @@ def test_a_slash_in_an_override_never_nests_the_run_folder() -> None:
 
 @pytest.fixture(scope="module")
 def finished_folder(synthetic_mnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished single run of train.py, in a folder given with hydra.run.dir."""
+    """A finished single run of train.py, as `train.py ... hydra.run.dir=<it>` leaves it (.hydra/config.yaml)."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    result = run_script(
-        "train.py", *data_overrides(*synthetic_mnist), "model=softmax", f"hydra.run.dir={run_dir}", cwd=ROOT
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    cfg = compose_train(synthetic_mnist, "model=softmax", output_dir=run_dir)
+    run_task(train, cfg)  # which lets go of the folder's lock at the end, as train.py does
+    (run_dir / ".hydra").mkdir()
+    with open_dict(cfg):
+        cfg.output_dir = "${hydra:runtime.output_dir}"  # as Hydra saves it, unresolved
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     return run_dir
 
 

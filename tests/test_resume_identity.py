@@ -12,6 +12,7 @@ import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from mnist_study.runs.ending import run_task
 from mnist_study.runs.signals import stop_record
 from mnist_study.training.pipeline import train
 
@@ -155,13 +156,13 @@ def test_a_stopped_runs_resume_command_quotes_a_folder_name_for_hydra(tmp_path: 
 
 def test_a_resume_writes_and_logs_into_its_run_folder_with_no_stub_folder(synthetic_mnist, tmp_path: Path) -> None:
     """From the command line, in the default folders (outputs/runs/<time>_<name with , and =>), as a user would."""
-    options = [*data_overrides(*synthetic_mnist), *CONSTANT_RATE]
-    first = run_script(str(ROOT / "train.py"), *options, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    run_dir = tmp_path / "outputs" / "runs" / "2026-01-01_00-00-00-000000_softmax-none,scheduler=none"
+    run_task(train, compose_train(synthetic_mnist, *CONSTANT_RATE, output_dir=run_dir))  # as the first command would
+    (run_dir / "train.log").write_text("[the first attempt's log]\n")
     last = run_dir / "checkpoints" / "last.ckpt"
-    resumed = run_script(str(ROOT / "train.py"), *options, "trainer.max_epochs=2", f"ckpt_path='{last}'", cwd=tmp_path)
+    options = [*data_overrides(*synthetic_mnist), *CONSTANT_RATE, "trainer.max_epochs=2", f"ckpt_path='{last}'"]
+    resumed = run_script(str(ROOT / "train.py"), *options, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert list((tmp_path / "outputs" / "runs").iterdir()) == [run_dir]  # no stub folder for the resume
     log = (run_dir / "train.log").read_text()
-    assert "epoch 1/1" in log and "epoch 2/2" in log  # both attempts' epochs in the run's own log
+    assert log.startswith("[the first attempt's log]\n") and "epoch 2/2" in log  # appended to the run's own log
