@@ -12,6 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
+from mnist_study.errors import UserError
 from mnist_study.manual_backprop.config import settings_from
 from mnist_study.manual_backprop.descent import HISTORY_FILE, History, descend, side_by_side
 from mnist_study.manual_backprop.report import write_report
@@ -78,7 +79,11 @@ class SweepReport(Callback):
         failures = [f"{p.parent.name}: {p.read_text().splitlines()[0]}" for p in failed]
         if histories:
             command = " ".join(["python q1.py", *config.hydra.overrides.task])
-            report = write_report(histories, sweep_dir, command, failures)
+            try:
+                report = write_report(histories, sweep_dir, command, failures)
+            except UserError as err:  # Hydra would only warn about a callback's error, and exit with 0
+                print(f"error: the sweep's report was not written: {err}", file=sys.stderr)
+                sys.exit(1)
             print(f"report: {report}\nlogs: tensorboard --logdir {sweep_dir}")
         if failures:
             sys.exit(1)

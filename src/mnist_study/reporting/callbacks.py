@@ -31,7 +31,11 @@ class StudyReport(Callback):
                 f"process, which writes the report when it ends: {jobs}"
             )
         else:
-            write_report(sweep_dir, runs=runs)
+            try:
+                write_report(sweep_dir, runs=runs)
+            except UserError as err:  # Hydra would only warn about a callback's error, and exit with 0
+                print(f"error: the sweep's report was not written: {err}", file=sys.stderr)
+                sys.exit(1)
             print(f"report: {sweep_dir / 'report.md'}\nlogs: tensorboard --logdir {sweep_dir}")
         if failed := [r for r in runs if not r.ok and r.name not in held]:
             print(f"error: {len(failed)} of {len(runs)} runs have no result (listed in the report)", file=sys.stderr)

@@ -178,3 +178,5 @@ def refuse_bad_command_line(
         check_command_line([arg for arg in argv if arg not in RUNNING_FLAGS], config_dir)
     except UserError as err:
         fail_in_one_line(err)
+    except KeyboardInterrupt:  # Ctrl-C while the command line is checked: nothing was started or written
+        raise SystemExit(128 + signal.SIGINT) from None
