@@ -360,3 +360,14 @@ def test_what_lightning_refuses_in_the_job_is_one_line_and_leaves_no_folder(make
     err = refused_in_one_line(train, cfg, capsys)
     assert err.startswith("error: Lightning refuses this configuration: The strategy `fsdp` requires a GPU accelerator")
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_the_command_line_is_checked_exits_130_quietly(capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_study.runs.ending import refuse_bad_command_line
+
+    def interrupted(overrides: list[str], config_dir: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stopped:
+        refuse_bad_command_line(["model=mlp"], interrupted, CONF)
+    assert stopped.value.code == 130 and capsys.readouterr().err == ""

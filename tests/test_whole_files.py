@@ -97,3 +97,19 @@ def written_files(path: Path) -> list[str]:
 def test_the_package_writes_files_only_through_atomic_files() -> None:
     modules = [path for path in sorted(SOURCE.rglob("*.py")) if path.name != "atomic_files.py"]
     assert [hit for path in modules for hit in written_files(path)] == []
+
+
+def test_a_sweep_whose_report_cannot_be_written_exits_1_in_one_line(sweep: Path, tmp_path, monkeypatch, capsys):
+    """Hydra only warns about an error in a callback and exits with 0: the report callback says it and exits 1."""
+    from omegaconf import OmegaConf
+
+    from mnist_study.reporting.callbacks import StudyReport
+
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(sweep, sweep_dir)
+    fill_the_disk_for("report.md", monkeypatch)
+    with pytest.raises(SystemExit) as stopped:
+        StudyReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
+    assert stopped.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: the sweep's report was not written: no space left in {sweep_dir} to save report")
