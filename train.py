@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_study.config.command_line import check_command_line
-from mnist_study.runs.ending import refuse_bad_command_line, run_task
+from mnist_study.runs.ending import RUNNING_FLAGS, refuse_bad_command_line, run_task
 from mnist_study.runs.objective import sweeper_value
 from mnist_study.runs.signals import run_main
 
@@ -24,6 +24,14 @@ def main(cfg: DictConfig) -> dict | float | None:
     return sweeper_value(run_task(train, cfg), cfg.optimized_metric)  # a search's sampler gets one number
 
 
+def check_every_job(overrides: list[str], config_dir: Path) -> None:
+    """Every job's values, then this machine's resources and the folders and checkpoints the jobs would use."""
+    check_command_line(overrides, config_dir)  # a bad value answers before torch and Lightning load
+    from mnist_study.training.preflight import check_train_command_line
+
+    check_train_command_line(overrides, config_dir, multirun=any(arg in RUNNING_FLAGS for arg in sys.argv[1:]))
+
+
 if __name__ == "__main__":
-    refuse_bad_command_line(sys.argv[1:], check_command_line, CONFIG_DIR)  # every job's options, before any job runs
+    refuse_bad_command_line(sys.argv[1:], check_every_job, CONFIG_DIR)  # every job, before any job runs
     run_main(main)  # a run or sweep stopped by SIGTERM/SIGINT exits with 128 + the signal

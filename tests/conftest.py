@@ -184,3 +184,33 @@ def glyph_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert result.returncode == 0, result.stderr
 
     return built_once(tmp_path_factory, "glyph-run", train_on_glyphs) / "run"
+
+
+def compose_train(synthetic_mnist: tuple[Path, dict[str, str]], *overrides: str, output_dir: Path) -> DictConfig:
+    """compose() the train config as train.py would, on the synthetic set, writing into `output_dir` (for fixtures
+    wider than one test, where make_cfg's tmp_path is not at hand)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*data_overrides(*synthetic_mnist), *overrides])
+    with open_dict(cfg):
+        cfg.output_dir = str(output_dir)
+    return cfg
+
+
+def refused_in_one_line(
+    task: Callable[[DictConfig], object], cfg: DictConfig, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run `task` as train.py runs it (runs.ending.run_task): it must exit with code 1 and one line on stderr,
+    `error: ...`, which is returned."""
+    from mnist_study.runs.ending import run_task
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(task, cfg)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: compare two snapshots to see that nothing was written."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

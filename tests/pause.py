@@ -54,6 +54,10 @@ class Run:
     def wait_paused(self, timeout: float = 300) -> int:
         """Read stdout until the PAUSED line; returns the paused process's pid. The timeout only guards
         against a hang: the wait itself ends on the line (or on the end of stdout)."""
+        return int(self.wait_for_line(MARKER, timeout).split("pid=")[1])
+
+    def wait_for_line(self, start: str, timeout: float = 300) -> str:
+        """Read stdout until a line that starts with `start` (or contains it after a log prefix); returns it."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as selector:
@@ -66,9 +70,10 @@ class Run:
                     raise AssertionError(f"the run ended before pausing:\n{self.stderr()[-3000:]}")
                 self.stdout += chunk
                 for line in self.stdout.decode(errors="replace").splitlines():
-                    if line.startswith(MARKER):
-                        return int(line.split("pid=")[1])
-        raise AssertionError(f"no {MARKER} line within {timeout} s:\n{self.stderr()[-3000:]}")
+                    if line.startswith(start) or f"] - {start}" in line:
+                        return line
+        self.proc.kill()  # a failed test leaves no process behind
+        raise AssertionError(f"no {start} line within {timeout} s:\n{self.stderr()[-3000:]}")
 
     def resume(self) -> None:
         assert self.proc.stdin is not None

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from lightning import Callback
-from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -18,13 +17,13 @@ from mnist_study.models.backbones import build_backbone
 from mnist_study.runs.terminal import TerminalFormatter
 from mnist_study.training.callbacks import (
     DivergenceGuard,
-    EpochCheckpoint,
     EpochLearningRate,
     EpochSeed,
     EpochSummary,
     EpochTimer,
     loss_text,
 )
+from mnist_study.training.checkpoint_io import RunFolderCheckpoint
 from mnist_study.training.error_analysis import ErrorAnalysis, percent_text
 from mnist_study.training.pipeline import build_callbacks, train
 from mnist_study.training.precision import auto_precision, forward_flops_per_image, resolve_precision
@@ -37,8 +36,8 @@ from .test_train import scalars
 def test_the_callbacks_group_lists_the_runs_callbacks_and_the_command_line_edits_it(make_cfg) -> None:
     kinds = [type(c) for c in build_callbacks(make_cfg())]
     assert kinds == [
-        EpochCheckpoint, ModelCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, OneCurvePerRun, StudyComparison,
-        EpochLearningRate, EpochSummary, HParams, ErrorAnalysis,
+        RunFolderCheckpoint, RunFolderCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, OneCurvePerRun,
+        StudyComparison, EpochLearningRate, EpochSummary, HParams, ErrorAnalysis,
     ]  # fmt: skip
     assert EpochLearningRate not in [type(c) for c in build_callbacks(make_cfg("~callbacks.learning_rate"))]
     added = build_callbacks(

@@ -38,8 +38,8 @@ def test_every_job_of_a_sweep_is_composed_and_checked() -> None:
         (["k=2,abc,8"], "k must be an integer >= 1, got 'abc'"),  # in a sweep: refused before k=2 runs
         (["epochs=-1"], "epochs must be an integer >= 1, got -1"),
         (["epochs=0"], "epochs must be an integer >= 1, got 0"),
-        (["lr=abc"], "lr must be a number > 0, got 'abc'"),
-        (["lr=0"], "lr must be a number > 0, got 0.0"),
+        (["lr=abc"], "lr must be a finite number > 0, got 'abc'"),
+        (["lr=0"], "lr must be a finite number > 0, got 0.0"),
         (["seed=-1"], "seed must be an integer >= 0, got -1"),
         (["seed=true"], "seed must be an integer >= 0, got True"),
         (["dtype=float16"], "dtype must be float64 or float32, got 'float16'"),

@@ -9,13 +9,14 @@ failure the previous file is as it was; at worst a temp file `.<name>.tmp-<pid>-
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from mnist_study.errors import UserError
 
@@ -59,15 +60,16 @@ def fsync_folder(folder: Path) -> None:
 
 
 def write_atomically(
-    target: Path, data: bytes | memoryview, advice: str, open_file: Callable[[Path], BinaryIO] = open_for_writing
+    target: Path, data: bytes | memoryview, advice: str, open_file: Callable[[Path], BinaryIO] | None = None
 ) -> None:
     """Replace `target` by `data`, or leave it as it was. A full disk raises DiskFull, whose message ends with
-    `advice` (what to do about it)."""
+    `advice` (what to do about it). `open_file` opens the temp file (default: open_for_writing, looked up at each
+    call, so that tests can replace it)."""
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     temp = temp_path(target)
     try:
-        with open_file(temp) as f:
+        with (open_file or open_for_writing)(temp) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -78,6 +80,22 @@ def write_atomically(
             raise DiskFull(no_space_message(target, len(data), err) + advice) from err
         raise
     fsync_folder(folder)
+
+
+def write_text_atomically(target: Path, text: str, advice: str = "Free space there, or write to a bigger disk") -> None:
+    """write_atomically for text, in UTF-8."""
+    write_atomically(target, text.encode(), advice)
+
+
+def save_figure_atomically(figure: Any, target: Path, advice: str = "Free space there", **savefig: Any) -> None:
+    """A matplotlib figure rendered in memory, then written whole (savefig writes a file piece by piece)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=target.suffix.lstrip(".") or "png", **savefig)
+    write_atomically(target, buffer.getbuffer(), advice)
+
+
+def copy_atomically(source: Path, target: Path, advice: str = "Free space there") -> None:
+    write_atomically(target, source.read_bytes(), advice)
 
 
 def no_space_message(target: Path, size: int, err: OSError) -> str:

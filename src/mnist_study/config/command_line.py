@@ -4,6 +4,7 @@ bad value in a sweep stops the sweep before its first job."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, is_dataclass
@@ -14,22 +15,26 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from mnist_study.config.checks import check_config, unknown_key
 from mnist_study.config.loggers import installed
-from mnist_study.config.schema import CONFIG_NAME, Allowed
+from mnist_study.config.schema import CONFIG_NAME, INTERNAL_KEYS, Allowed
 from mnist_study.errors import UserError, first_line
 
 
 def check_command_line(
-    overrides: Sequence[str], config_dir: Path, check: Callable[[DictConfig], None] = check_config
+    overrides: Sequence[str],
+    config_dir: Path,
+    check: Callable[[DictConfig], None] = check_config,
+    check_job: Callable[[DictConfig, DictConfig], None] | None = None,
 ) -> int:
     """Compose the config of every job that `overrides` would run (command-line sweeps and the sweeper's
     params of e.g. experiment=study expanded) and run `check` on each; UserError at the first problem.
-    Problems Hydra reports well itself (an unknown group option, a syntax error) are left to it. Returns the
-    number of jobs checked."""
+    Problems Hydra reports well itself (an unknown group option, a syntax error) are left to it. Then, once every
+    job's values are good, `check_job(config, hydra config)` on each (the checks that need more than the values:
+    the machine, the folders). Returns the number of jobs checked."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException:
@@ -39,14 +44,17 @@ def check_command_line(
         if override.key_or_group.startswith("hydra"):
             continue
         key = override.get_key_element()
+        if key.lstrip("+~") in INTERNAL_KEYS:
+            raise UserError(INTERNAL_KEYS[key.lstrip("+~")])
         if override.is_sweep_override():
             choices[key] = sweep_values(key, override)
         else:
             choices[key] = [override.input_line or f"{key}={override.get_value_element_as_str()}"]
     check_optional_packages(choices)
+    hydra_overrides = [line for line in overrides if line.lstrip("+~").startswith("hydra")]
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
         first = [lines[0] for lines in choices.values()]
-        base = compose_job(first, return_hydra_config=True)
+        base = compose_job([*first, *hydra_overrides], return_hydra_config=True)
         if base is None:
             return 0
         swept = OmegaConf.select(base, "hydra.sweeper.params") or {}
@@ -57,14 +65,22 @@ def check_command_line(
         # A grid sweeper runs every combination; a sampler (hparams_search=optuna) draws its own, so there each
         # value is checked once, beside the first value of every other key.
         grid = str(OmegaConf.select(base, "hydra.sweeper._target_")).endswith("BasicSweeper")
-        count = 0
+        jobs = []
         for job in itertools.product(*choices.values()) if grid else one_change_at_a_time(choices):
-            cfg = compose_job(list(job))
+            cfg = compose_job([*job, *hydra_overrides], return_hydra_config=check_job is not None)
             if cfg is None:
-                return count
+                return len(jobs)
+            hydra = None
+            if check_job is not None:  # the job's config alone; its hydra node stays in the whole (interpolations)
+                hydra, cfg = cfg.hydra, copy.deepcopy(cfg)
+                with open_dict(cfg):
+                    del cfg["hydra"]
             check(cfg)
-            count += 1
-    return count
+            jobs.append((cfg, hydra))
+        if check_job is not None:
+            for cfg, hydra in jobs:
+                check_job(cfg, hydra)
+    return len(jobs)
 
 
 def one_change_at_a_time(choices: dict[str, list[str]]) -> Iterator[list[str]]:
@@ -170,10 +186,10 @@ def accepted(key: str, other_overrides: list[str]) -> str:
     if spec is None:
         return unknown
     allowed: Allowed | None = spec.metadata.get("allowed")
-    if allowed is not None and allowed.words.startswith(("a ", "an ")):
-        return allowed.words
+    if allowed is not None and allowed.text().startswith(("a ", "an ", "one of ", "true")):
+        return allowed.text()
     words = describe(get_type_hints(schema)[name])
-    return f"{words} {allowed.words}" if allowed is not None else words
+    return f"{words} {allowed.text()}" if allowed is not None else words
 
 
 def describe(hint: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
+from mnist_study.errors import UserError
 from mnist_study.manual_backprop.config import settings_from
 from mnist_study.manual_backprop.descent import HISTORY_FILE, History, descend, side_by_side
 from mnist_study.manual_backprop.report import write_report
 from mnist_study.runs.artifacts import FAILURE_FILE
+
+log = logging.getLogger(__name__)
 
 # q1's TensorBoard group. It sorts after the study's groups (train/, val/, val_*), so that a TensorBoard opened on a
 # folder that holds both (tensorboard --logdir outputs) still opens Time Series on the study's train/ and val/.
@@ -28,6 +33,8 @@ def loss_tag(k: int) -> str:
 def run(cfg: DictConfig) -> History:
     settings = settings_from(cfg)
     output_dir = Path(cfg.output_dir)
+    log.info("k=%d: %d epochs of gradient descent (engine=%s, backend=%s)", settings.k, settings.epochs,
+             settings.engine, settings.backend)  # fmt: skip
     writers = {name: SummaryWriter(str(output_dir / name)) for name in ("manual", "autograd")}
     differences = SummaryWriter(str(output_dir))
     tag = loss_tag(settings.k)
@@ -53,6 +60,18 @@ def run(cfg: DictConfig) -> History:
     return history
 
 
+def stop_record(signum: int, folder: Path | None, sweep_dir: str | None) -> str:
+    """failed.txt of a q1 job stopped by a signal: which jobs of the sweep finished before it (their history.json
+    and the report are kept) and how to complete the sweep."""
+    name = signal.Signals(signum).name
+    finished = sorted(History.load(p).settings["k"] for p in Path(sweep_dir or ".").glob(f"**/{HISTORY_FILE}"))
+    done = ", ".join(f"k={k}" for k in finished) or "none"
+    return (
+        f"terminated by {name} before this job finished; the jobs finished before it: {done} (their history.json is "
+        "kept and the sweep's report.md shows them); run the same command again for the whole sweep"
+    )
+
+
 class SweepReport(Callback):
     """After the sweep: report.md and its figures in the sweep folder; a non-zero exit if a job failed
     (its one-line error is already in the log, and in the report)."""
@@ -64,7 +83,11 @@ class SweepReport(Callback):
         failures = [f"{p.parent.name}: {p.read_text().splitlines()[0]}" for p in failed]
         if histories:
             command = " ".join(["python q1.py", *config.hydra.overrides.task])
-            report = write_report(histories, sweep_dir, command, failures)
+            try:
+                report = write_report(histories, sweep_dir, command, failures)
+            except UserError as err:  # Hydra would only warn about a callback's error, and exit with 0
+                print(f"error: the sweep's report was not written: {err}", file=sys.stderr)
+                sys.exit(1)
             print(f"report: {report}\nlogs: tensorboard --logdir {sweep_dir}")
         if failures:
             sys.exit(1)

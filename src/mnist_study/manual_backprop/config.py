@@ -54,6 +54,11 @@ def check_command_line(overrides: Sequence[str], config_dir: Path) -> list[Setti
     for override in parsed:
         if override.key_or_group.startswith("hydra"):
             continue
+        if override.get_key_element().lstrip("+~") == "output_dir":
+            raise UserError(
+                "output_dir is set by q1.py (each job's folder in hydra.sweep.dir) and cannot be given: choose where "
+                "the sweep writes with hydra.sweep.dir=<folder>"
+            )
         if override.is_sweep_override():
             lines = [f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
             choices.append(list(zip(lines, override.sweep_iterator(), strict=True)))

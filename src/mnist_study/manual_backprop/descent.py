@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mnist_study.atomic_files import write_text_atomically
 from mnist_study.errors import UserError
 from mnist_study.manual_backprop import autograd_reference, graph
 from mnist_study.manual_backprop.backends import BACKENDS, DEVICES, Backend, memory_bytes, resolve_device
@@ -21,7 +23,7 @@ HISTORY_FILE = "history.json"
 ALLOWED = {
     "k": "an integer >= 1",
     "epochs": "an integer >= 1",
-    "lr": "a number > 0",
+    "lr": "a finite number > 0",
     "seed": "an integer >= 0",
     "init": "uniform or normal",
     "dtype": "float64 or float32",
@@ -69,7 +71,7 @@ class Settings:
             "k": integer(self.k) and self.k >= 1,
             "epochs": integer(self.epochs) and self.epochs >= 1,
             "n_samples": integer(self.n_samples) and self.n_samples >= 1,
-            "lr": isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0,
+            "lr": isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and 0 < self.lr < math.inf,
             "init": self.init in ("uniform", "normal"),
             "dtype": self.dtype in ("float64", "float32"),
             "combine": self.combine in ("mul", "add"),
@@ -134,7 +136,7 @@ class History:
     final_autograd: dict[str, list] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
-        (directory / HISTORY_FILE).write_text(json.dumps(asdict(self)))
+        write_text_atomically(directory / HISTORY_FILE, json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: Path) -> History:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mnist_study.atomic_files import save_figure_atomically
 from mnist_study.manual_backprop import graph
 from mnist_study.manual_backprop.descent import History, Settings, initial_values
 
@@ -65,7 +66,7 @@ def plot_losses(histories: list[History], path: Path) -> Figure:
     for ax in flat[len(histories) + 1 :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure_atomically(fig, path, dpi=DPI)
     plt.close(fig)
     return fig
 
@@ -97,7 +98,7 @@ def plot_optimized_a(histories: list[History], path: Path) -> None:
             ax.set(xticks=range(k), yticks=range(k))
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure_atomically(fig, path, dpi=DPI)
     plt.close(fig)
 
 
@@ -210,6 +211,6 @@ def draw_graph(settings: dict[str, Any], path: Path, swept: list[int] | None = N
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure_atomically(fig, path, dpi=DPI)
     plt.close(fig)
     return layout

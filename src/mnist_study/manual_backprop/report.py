@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import shutil
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnist_study.atomic_files import copy_atomically, write_text_atomically
 from mnist_study.manual_backprop.descent import History, side_by_side
 from mnist_study.manual_backprop.figures import (
     by_k,
@@ -138,7 +138,7 @@ def write_report(histories: list[History], directory: Path, command: str, failur
     if failures:
         lines += ["## Failed jobs", "", *(f"- {failure}" for failure in failures), ""]
     path = directory / REPORT_FILE
-    path.write_text("\n".join(lines))
+    write_text_atomically(path, "\n".join(lines))
     return path
 
 
@@ -147,10 +147,10 @@ def publish(sweep_dir: Path, destination: Path, prefix: str) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     text = (sweep_dir / REPORT_FILE).read_text()
     for figure in FIGURES:
-        shutil.copyfile(sweep_dir / figure, destination / f"{prefix}{figure}")
+        copy_atomically(sweep_dir / figure, destination / f"{prefix}{figure}")
         text = text.replace(f"]({figure})", f"]({prefix}{figure})")
     path = destination / f"{prefix}{REPORT_FILE}"
-    path.write_text(text)
+    write_text_atomically(path, text)
     return path
 
 

@@ -27,20 +27,20 @@ class MNISTClassifier(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        run: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         scheduler = dict(scheduler or {"name": "none"})
         # Plain dicts only, so that checkpoints load with torch.load(weights_only=True). The speed switches
-        # do not change the network and stay out of the hyper-parameters.
-        self.save_hyperparameters(
-            {
-                "model": dict(model),
-                "regularizer": dict(regularizer),
-                "optimizer": dict(optimizer),
-                "scheduler": scheduler,
-            },
-            logger=False,
-        )
+        # do not change the network and stay out of the hyper-parameters. `run`: the other settings a resume must
+        # keep (seeds, batches, data, precision: training.resume.run_settings), set by train.py.
+        hyper_parameters = {
+            "model": dict(model),
+            "regularizer": dict(regularizer),
+            "optimizer": dict(optimizer),
+            "scheduler": scheduler,
+        }
+        self.save_hyperparameters(hyper_parameters | ({"run": dict(run)} if run is not None else {}), logger=False)
         self.channels_last, self.compile_net = channels_last, compile
         self.net = build_backbone(model, regularizer)
         self.num_parameters = parameter_count(self.net)

@@ -11,7 +11,9 @@ from omegaconf import DictConfig
 
 from mnist_study.errors import UserError
 from mnist_study.reporting.report import write_report
+from mnist_study.reporting.sweep import collect
 from mnist_study.reporting.tuning import write_tuning_report
+from mnist_study.runs.locks import holder_of
 
 
 class StudyReport(Callback):
@@ -22,11 +24,25 @@ class StudyReport(Callback):
         if config.get("optimized_metric") is not None:  # a search: its summary is optuna.md, failed trials included
             return
         sweep_dir = Path(config.hydra.sweep.dir)
-        runs = write_report(sweep_dir)
-        print(f"report: {sweep_dir / 'report.md'}")
-        if any(sweep_dir.glob("*/events.out.tfevents.*")):  # logger=tensorboard (the default) or among many
-            print(f"logs: tensorboard --logdir {sweep_dir}")
-        if failed := [r for r in runs if not r.ok]:
+        runs = collect(sweep_dir)
+        # Two processes may run one sweep (a re-run beside a live one): the one that ends last writes the report.
+        held = {r.name: holder for r in runs if not r.ok and r.run_dir and (holder := holder_of(r.run_dir))}
+        if held:
+            jobs = "; ".join(f"{name} ({holder})" for name, holder in held.items())
+            print(
+                f"report: not written yet: {len(held)} job(s) of {sweep_dir} are being trained by another live "
+                f"process, which writes the report when it ends: {jobs}"
+            )
+        else:
+            try:
+                write_report(sweep_dir, runs=runs)
+            except UserError as err:  # Hydra would only warn about a callback's error, and exit with 0
+                print(f"error: the sweep's report was not written: {err}", file=sys.stderr)
+                sys.exit(1)
+            print(f"report: {sweep_dir / 'report.md'}")
+            if any(sweep_dir.glob("*/events.out.tfevents.*")):  # logger=tensorboard (the default) or among many
+                print(f"logs: tensorboard --logdir {sweep_dir}")
+        if failed := [r for r in runs if not r.ok and r.name not in held]:
             print(f"error: {len(failed)} of {len(runs)} runs have no result (listed in the report)", file=sys.stderr)
             sys.exit(1)
 

@@ -14,6 +14,7 @@ import math
 import sys
 from pathlib import Path
 
+from mnist_study.atomic_files import write_text_atomically
 from mnist_study.reporting.formatting import fmt, mean_std, p_text, points
 from mnist_study.reporting.stats import verdict, welch
 from mnist_study.reporting.sweep import Run, collect, group, networks_of
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     a, b = (collect(sweep) for sweep in sweeps)
     text = "\n".join(comparison(a, b, sweeps[0].name, sweeps[1].name)) + "\n"
     if len(args) == 3:
-        Path(args[2]).write_text(text)
+        write_text_atomically(Path(args[2]), text)
     print(text, end="")
 
 

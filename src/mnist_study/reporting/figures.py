@@ -4,11 +4,11 @@ network, the confusion matrices, and the best network's most confident mistakes 
 from __future__ import annotations
 
 import re
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
 
+from mnist_study.atomic_files import copy_atomically, save_figure_atomically
 from mnist_study.reporting.sweep import Run, best_network, group, models_of, regularizers_of
 from mnist_study.runs.artifacts import MISTAKES
 
@@ -47,7 +47,7 @@ def _comparison(runs: list[Run], fixed: str, value: str, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure_atomically(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -94,7 +94,7 @@ def _grid(runs: list[Run], metric: str, path: Path) -> None:
         ax.set_xlabel("epoch")
     fig.suptitle(f"Train vs validation {'accuracy' if metric == 'acc' else 'loss'}: the gap is over-fitting")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure_atomically(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -149,7 +149,7 @@ def _confusion_grid(runs: list[Run], path: Path) -> bool:
                 ax.set_ylabel("true")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="share of the true class")
-    fig.savefig(path, dpi=80)
+    save_figure_atomically(fig, path, dpi=80)
     plt.close(fig)
     return True
 
@@ -183,5 +183,5 @@ def figures(runs: list[Run], out_dir: Path) -> list[str]:
     if (source := mistakes_source(ok)) and source.run_dir:
         names.append(f"misclassified_{file_name(source.label)}-{file_name(source.regularizer)}.png")
         if source.run_dir / f"{MISTAKES}.png" != out_dir / names[-1]:
-            shutil.copyfile(source.run_dir / f"{MISTAKES}.png", out_dir / names[-1])
+            copy_atomically(source.run_dir / f"{MISTAKES}.png", out_dir / names[-1])
     return names

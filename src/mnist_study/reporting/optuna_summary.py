@@ -15,6 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_study.atomic_files import save_figure_atomically, write_text_atomically
 from mnist_study.runs.artifacts import FAILURE_FILE
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def write_summary(sweep_dir: Path, study: Any, config: DictConfig) -> Path:
     ]
     lines += ["## Trials", "", *md_table(["trial", "state", str(metric), *names, "why it failed"], rows), ""]
     path = sweep_dir / SUMMARY_FILE
-    path.write_text("\n".join(lines))
+    write_text_atomically(path, "\n".join(lines))
     return path
 
 
@@ -213,7 +214,7 @@ def history_figure(trials: list[Trial], path: Path, metric: str) -> None:
     ax.set(xlabel="trial", ylabel=metric, title="Objective by trial (red lines: failed trials)")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure_atomically(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -241,5 +242,5 @@ def parameters_figure(complete: list[Trial], path: Path, metric: str) -> None:
         ax.set(xlabel=name, ylabel=metric)
     fig.suptitle("Objective against each parameter (complete trials)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure_atomically(fig, path, dpi=90)
     plt.close(fig)

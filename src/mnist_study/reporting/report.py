@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mnist_study.atomic_files import write_text_atomically
 from mnist_study.errors import UserError
 from mnist_study.reporting.figures import CLASSES, CONFUSION_FIGURE, figures, mistakes_source
 from mnist_study.reporting.formatting import distinct, duration, fmt, listing, mean_std, p_text, points, rate
@@ -331,16 +332,23 @@ def markdown(runs: list[Run], sweep_dir: Path, figures: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Run]:
+def write_report(sweep_dir: Path, out_dir: Path | None = None, runs: list[Run] | None = None) -> list[Run]:
+    """report.md, results.csv, curves.csv and the figures of the sweep (its `runs`, read if not given), each
+    written whole or not at all."""
     out_dir = out_dir or sweep_dir
-    runs = collect(sweep_dir)
+    runs = collect(sweep_dir) if runs is None else runs
     if not runs:
         raise UserError(f"no runs in {sweep_dir}: give the directory of a `python train.py -m ...` sweep")
+    if all(r.error and "not a train.py run" in r.error for r in runs):
+        raise UserError(
+            f"{sweep_dir} holds no train.py runs ({len(runs)} job folder(s), none with a train.py config: a q1.py "
+            "sweep, or another program's): give the directory of a `python train.py -m ...` sweep"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     names = figures(runs, out_dir)
     write_results_csv(runs, out_dir / "results.csv")
     write_curves_csv(runs, out_dir / "curves.csv")
-    (out_dir / "report.md").write_text(markdown(runs, sweep_dir, names))
+    write_text_atomically(out_dir / "report.md", markdown(runs, sweep_dir, names))
     return runs
 
 

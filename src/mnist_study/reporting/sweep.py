@@ -9,7 +9,6 @@ read sweeps through `collect`.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -18,11 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mnist_study.config.schema import GROUPS, TrainerConfig
-from mnist_study.runs.artifacts import EPOCH_SECONDS, FAILURE_FILE, IMAGES_PER_SECOND, RESULT_FILE
+from mnist_study.errors import UserError, first_line
+from mnist_study.runs.artifacts import EPOCH_SECONDS, FAILURE_FILE, IMAGES_PER_SECOND
 from mnist_study.runs.epoch_rows import epoch_curves
+from mnist_study.runs.folders import read_result
 
 BASELINE = "none"  # the regularizer the others are compared with
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
@@ -140,9 +143,35 @@ def timestamp(text: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+class UnreadableRun(UserError):
+    """A job folder the report cannot read: its reason is listed in the report."""
+
+
+def train_config(run_dir: Path) -> DictConfig:
+    """The job's .hydra/config.yaml; UnreadableRun if it is no YAML mapping or not the config of a train.py run."""
+    try:
+        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise UnreadableRun(f"its .hydra/config.yaml does not read ({first_line(err)})") from None
+    if not isinstance(cfg, DictConfig) or not all(
+        isinstance(cfg.get(group), DictConfig) and "name" in cfg[group] for group in ("model", "regularizer")
+    ):
+        raise UnreadableRun("not a train.py run (its .hydra/config.yaml names no model and regularizer)")
+    return cfg
+
+
+def read_run_or_reason(run_dir: Path, sweep_dir: Path) -> Run:
+    """read_run; a job that cannot be read is a Run whose error says why (the report lists it and goes on)."""
+    try:
+        return read_run(run_dir, sweep_dir)
+    except (UserError, OSError, ValueError, KeyError, TypeError, OmegaConfBaseException) as err:
+        reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {first_line(err)}"
+        return Run(str(run_dir.relative_to(sweep_dir)), "unknown", "unknown", 0, run_dir=run_dir,
+                   error=f"unreadable: {reason}")  # fmt: skip
+
+
 def read_run(run_dir: Path, sweep_dir: Path) -> Run:
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    assert isinstance(cfg, DictConfig)
+    cfg = train_config(run_dir)
     name = str(run_dir.relative_to(sweep_dir))
     run = Run(name, str(cfg.model.name), str(cfg.regularizer.name), int(cfg.seed), overrides=overrides_of(run_dir))
     run.run_dir, run.config = run_dir, cfg
@@ -150,16 +179,15 @@ def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     run.epochs = config_value(cfg, "trainer.max_epochs")
     run.settings = {k: v for k, key in SETTINGS.items() if key and (v := config_value(cfg, key)) is not None}
     if (run_dir / FAILURE_FILE).is_file():
-        run.error = "failed: " + (run_dir / FAILURE_FILE).read_text().splitlines()[0]
+        run.error = "failed: " + first_line(RuntimeError((run_dir / FAILURE_FILE).read_text(errors="replace")))
         return run
     scalars = epoch_curves(run_dir)
     run.curves = {tag: scalars[tag] for tag in EPOCH_TAGS if tag in scalars}
-    result_file = run_dir / RESULT_FILE
-    if not result_file.is_file():
+    result = read_result(run_dir)  # DamagedResult: listed as unreadable
+    if result is None:
         epochs = len(run.curves.get("val/acc", []))
         run.error = f"incomplete: {epochs} of {run.epochs} epochs logged and no test result"
         return run
-    result = json.loads(result_file.read_text())
     run.model, run.regularizer, run.seed = result["model"], result["regularizer"], int(result["seed"])
     run.parameters, run.test_acc, run.test_loss = result["parameters"], result["test/acc"], result["test/loss"]
     run.lr = learning_rate(result, run.overrides, cfg)
@@ -185,7 +213,7 @@ def collect(sweep_dir: Path, grouped_by: Sequence[str] = GROUP_KEYS) -> list[Run
     """Every run of the sweep. A run's `variant` names the other overrides the sweep varied: runs of one model and
     regularizer that differ there are other networks, not other seeds (`grouped_by`: the keys that are not)."""
     run_dirs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
-    runs = [read_run(d, sweep_dir) for d in run_dirs]
+    runs = [read_run_or_reason(d, sweep_dir) for d in run_dirs]
     varied = varied_keys(runs, grouped_by)
     for run in runs:
         run.variant = ",".join(f"{k}={run.overrides[k]}" for k in varied if k in run.overrides)

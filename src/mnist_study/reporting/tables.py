@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mnist_study.atomic_files import write_text_atomically
 from mnist_study.reporting.sweep import EPOCH_TAGS, Run
 
 RESULT_COLUMNS = (
@@ -14,10 +18,17 @@ RESULT_COLUMNS = (
 )  # fmt: skip
 
 
+@contextmanager
+def csv_file(path: Path) -> Iterator[Any]:
+    """A csv.writer whose rows reach `path` whole when the block ends (atomic_files), or not at all."""
+    text = io.StringIO(newline="")
+    yield csv.writer(text)
+    write_text_atomically(path, text.getvalue())
+
+
 def write_results_csv(runs: list[Run], path: Path) -> None:
     """One row per run, every seed, failed runs with their error and no metrics."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+    with csv_file(path) as writer:
         writer.writerow(RESULT_COLUMNS)
         for r in runs:
             values = (
@@ -30,8 +41,7 @@ def write_results_csv(runs: list[Run], path: Path) -> None:
 def write_curves_csv(runs: list[Run], path: Path) -> None:
     """One row per run and epoch (counted from 1)."""
     columns = ["run", "model", "regularizer", "variant", "seed", "epoch", *EPOCH_TAGS]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+    with csv_file(path) as writer:
         writer.writerow(columns)
         for run in runs:
             epochs = max((len(v) for v in run.curves.values()), default=0)

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_study.atomic_files import write_text_atomically
 from mnist_study.errors import UserError
 from mnist_study.reporting.formatting import listing
 from mnist_study.reporting.sweep import BASELINE, GROUP_KEYS, Run, collect, config_value, in_study_order
@@ -213,7 +214,7 @@ def write_tuning_report(sweep_dir: Path, out_dir: Path | None = None) -> tuple[P
     out_dir.mkdir(parents=True, exist_ok=True)
     text, block = markdown(trials, sweep_dir)
     path = out_dir / REPORT_FILE
-    path.write_text(text)
+    write_text_atomically(path, text)
     return path, block
 
 

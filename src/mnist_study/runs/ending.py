@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mnist_study.atomic_files import DiskFull, write_text_atomically
 from mnist_study.errors import UserError, first_line
 from mnist_study.runs.artifacts import FAILURE_FILE
 from mnist_study.runs.locks import FolderInUse, held_folders
@@ -30,11 +31,16 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
+def run_task(
+    task: Callable[[DictConfig], T],
+    cfg: DictConfig,
+    describe_stop: Callable[[int, Path | None, str | None], str] | None = None,
+) -> T | None:
     """Run a Hydra task. A single run turns a user error into `error: ...` and exit code 1 (the full
     trace with HYDRA_FULL_ERROR=1); a sweep job records any failure in its directory and returns None,
     so the other jobs still run and the report can list it. A run stopped by SIGTERM/SIGINT writes
-    failed.txt and exits with 128 + the signal; in a sweep the jobs after it are not started."""
+    failed.txt (what the task has and how to go on: `describe_stop(signal, folder, sweep dir)`, by default
+    train.py's checkpoints) and exits with 128 + the signal; in a sweep the jobs after it are not started."""
     guard = stop_guard()
     installed_here = guard.install()
     multirun = in_multirun()
@@ -56,18 +62,19 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
     except BaseException as err:
         signum = stop_signal_of(err)
         if signum is not None:
-            return record_stop(signum, multirun)
+            return record_stop(signum, multirun, describe_stop)
         if not isinstance(err, Exception):
             raise
         if multirun:
             output_dir = Path(HydraConfig.get().runtime.output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
             message = one_line(err)
-            (output_dir / FAILURE_FILE).write_text(message + "\n\n" + traceback.format_exc())
+            write_record(output_dir / FAILURE_FILE, message + "\n\n" + traceback.format_exc())
             log.error("job %s failed: %s", HydraConfig.get().job.override_dirname, message)
             return None
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(err, UserError):
             raise
+        held_folders().discard_unused()  # refused inside the job: no run folder with nothing in it
         fail_in_one_line(err)
     finally:
         held_folders().release_all()
@@ -98,12 +105,17 @@ def is_lightning_sigterm(err: BaseException) -> bool:
     return exceptions is not None and isinstance(err, exceptions.SIGTERMException)
 
 
-def record_stop(signum: int, multirun: bool) -> None:
+def record_stop(
+    signum: int, multirun: bool, describe: Callable[[int, Path | None, str | None], str] | None = None
+) -> None:
     folder = held_folders().current or hydra_output_dir()
     sweep_dir = HydraConfig.get().sweep.dir if multirun else None
-    message = stop_record(signum, folder, sweep_dir, None if multirun else own_command())
+    if describe is None:  # train.py's runs: how far the checkpoints got, how to resume
+        message = stop_record(signum, folder, sweep_dir, None if multirun else own_command())
+    else:
+        message = describe(signum, folder, sweep_dir)
     if folder is not None and folder.is_dir():
-        (folder / FAILURE_FILE).write_text(message + "\n")
+        write_record(folder / FAILURE_FILE, message + "\n")
     if multirun:
         log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
         return None
@@ -120,10 +132,18 @@ def not_started(signum: int) -> None:
             f"not started: the sweep was stopped by {name}; re-run the same command with hydra.sweep.dir={sweep_dir}"
         )
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / FAILURE_FILE).write_text(message + "\n")
+        write_record(folder / FAILURE_FILE, message + "\n")
         log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
         return None
     raise SystemExit(128 + signum)
+
+
+def write_record(path: Path, text: str) -> None:
+    """failed.txt, whole or not at all; a disk too full for it does not hide the failure it records (logged)."""
+    try:
+        write_text_atomically(path, text)
+    except DiskFull as err:
+        log.error("%s", err)
 
 
 def hydra_output_dir() -> Path | None:
@@ -158,3 +178,5 @@ def refuse_bad_command_line(
         check_command_line([arg for arg in argv if arg not in RUNNING_FLAGS], config_dir)
     except UserError as err:
         fail_in_one_line(err)
+    except KeyboardInterrupt:  # Ctrl-C while the command line is checked: nothing was started or written
+        raise SystemExit(128 + signal.SIGINT) from None

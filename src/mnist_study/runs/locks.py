@@ -11,6 +11,7 @@ import fcntl
 import functools
 import logging
 import os
+import shutil
 import socket
 import sys
 from datetime import datetime
@@ -36,6 +37,7 @@ class FolderLock:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.created = not folder.exists()  # by this process, for this run
         folder.mkdir(parents=True, exist_ok=True)
         while True:
             self.fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -124,6 +126,15 @@ class HeldFolders:
     def release_all(self) -> None:
         while self.locks:
             self.locks.pop().release()
+
+    def discard_unused(self) -> None:
+        """Release the locks and delete each folder that this process created for a run that then stopped before
+        writing anything but Hydra's files (its .hydra/ and job log): a refused run leaves no empty run folder."""
+        created = [lock.folder for lock in self.locks if lock.created]
+        self.release_all()
+        for folder in created:
+            if all(path.name in (".hydra", LOCK_FILE) or path.suffix == ".log" for path in folder.iterdir()):
+                shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def current(self) -> Path | None:

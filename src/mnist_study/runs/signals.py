@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mnist_study.runs.names import command_line_override
+
 log = logging.getLogger(__name__)
 
 
@@ -109,7 +111,8 @@ def stop_record(signum: int, folder: Path | None, sweep_dir: str | None, command
     if sweep_dir:
         how = f"re-run the same command with hydra.sweep.dir={sweep_dir} to resume it"
     else:
-        how = f"resume it with: {command or 'python train.py <the same options>'} ckpt_path={last.absolute()}"
+        resume = command_line_override("ckpt_path", last.absolute())  # quoted where the folder's name has , or =
+        how = f"resume it with: {command or 'python train.py <the same options>'} {resume}"
     return f"terminated by {name} after epoch {epoch + 1} (checkpoints/last.ckpt holds it); {how}"
 
 

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import torch
 from fsspec.core import url_to_fs
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_study.atomic_files import open_for_writing, write_atomically
@@ -58,6 +59,44 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         write_atomically(Path(local_path), buffer.getbuffer(), RUN_OUTPUT_ADVICE, self.open_file)
+
+
+class RunFolderCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose restored ranking belongs to its own run folder, and whose `{epoch}` in `filename`
+    counts from 1 (best-epoch07.ckpt holds the model after the line `epoch 7/30`; the checkpoint's own "epoch"
+    stays Lightning's). Lightning restores best_model_path as it was saved, even when the checkpoint comes from
+    another folder, and then tests that file: here a run folder that was moved keeps its ranking (the saved paths
+    rebased onto the folder), and a run that starts from another folder's checkpoint ranks its own epochs only."""
+
+    def format_checkpoint_name(
+        self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None, prefix: str | None = None
+    ) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath")
+        if saved_dir and self.dirpath and saved_dir != self.dirpath:
+            moved = rebased(state_dict, str(saved_dir), str(self.dirpath))
+            if moved["best_model_path"] and Path(moved["best_model_path"]).is_file():
+                state_dict = moved  # the same run in a moved folder
+            else:  # another folder's run: nothing of its ranking applies here
+                state_dict = {"dirpath": self.dirpath, "best_model_score": None, "best_model_path": ""}
+        super().load_state_dict(state_dict)
+
+
+def rebased(state_dict: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """ModelCheckpoint's state with every path under `old` moved under `new`."""
+
+    def move(path: Any) -> Any:
+        return str(Path(new) / Path(path).relative_to(old)) if path and Path(path).is_relative_to(old) else path
+
+    state = dict(state_dict, dirpath=new)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        state[key] = move(state.get(key, ""))
+    state["best_k_models"] = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    return state
 
 
 # --- the loader check -----------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mnist_study.atomic_files import save_figure_atomically
 from mnist_study.data.datamodule import MEAN, STD
 from mnist_study.models.backbones import NUM_CLASSES
 from mnist_study.runs.artifacts import CONFUSION, MISTAKES
+from mnist_study.training.checkpoint_io import RUN_OUTPUT_ADVICE
 from mnist_study.training.tensorboard import rank_zero_writer
 
 
@@ -60,7 +62,7 @@ class ErrorAnalysis(L.Callback):
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         for name, figure in figures.items():
-            figure.savefig(run_dir / f"{name}.png", dpi=90)
+            save_figure_atomically(figure, run_dir / f"{name}.png", RUN_OUTPUT_ADVICE, dpi=90)
             if writer is not None:  # beside the tested checkpoint's numbers (callbacks.HParams), at the last epoch
                 writer.add_figure(f"val_best/{name}", figure, global_step=max(trainer.current_epoch, 1))
             else:

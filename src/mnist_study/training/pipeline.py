@@ -22,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mnist_study.atomic_files import remove_orphaned_temp_files
+from mnist_study.atomic_files import remove_orphaned_temp_files, write_text_atomically
 from mnist_study.config import as_dict
 from mnist_study.config.checks import check_config
 from mnist_study.data.datamodule import MNISTDataModule
@@ -30,13 +30,15 @@ from mnist_study.errors import UserError
 from mnist_study.models.classifier import MNISTClassifier
 from mnist_study.runs.artifacts import FAILURE_FILE, RESULT_FILE
 from mnist_study.runs.ending import in_multirun
+from mnist_study.runs.folders import clear_for_a_new_run, finished_result
 from mnist_study.runs.locks import held_folders
 from mnist_study.training.callbacks import EXPLODED, EpochProgressBar
-from mnist_study.training.checkpoint_io import AtomicCheckpointIO
+from mnist_study.training.checkpoint_io import RUN_OUTPUT_ADVICE, AtomicCheckpointIO
 from mnist_study.training.epochs_file import EpochsFile
 from mnist_study.training.error_analysis import ErrorAnalysis
 from mnist_study.training.precision import cpu_name, resolve_precision
-from mnist_study.training.resume import resume_point, run_dir_of
+from mnist_study.training.preflight import check_job, lightning_refusals
+from mnist_study.training.resume import resume_point, run_dir_of, run_settings, tested_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +154,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     quiet_lightning()
     check_config(cfg)  # types were checked as Hydra composed cfg; here ranges, names and keys added with +
     check_launch(cfg)
+    check_job(cfg, in_multirun())  # this machine's cores, GPUs and memory; the data's checksums
     output_dir = Path(cfg.output_dir)
     held_folders().start_run(output_dir)  # FolderInUse while another live process trains here
-    if (output_dir / RESULT_FILE).is_file() and cfg.ckpt_path is None:  # a re-run sweep: this job is done
+    if cfg.ckpt_path is None and (finished := finished_result(output_dir)) is not None:  # a re-run sweep: done
         log.info("%s already holds a finished run; skipping it (delete %s to train again)", output_dir, RESULT_FILE)
-        return json.loads((output_dir / RESULT_FILE).read_text())
+        return finished
     checkpoint = resume_point(cfg, output_dir)
     if checkpoint is not None:  # go on writing into the run's own folder: one run, one set of logs
         output_dir = run_dir_of(checkpoint) or output_dir
         held_folders().hold(output_dir)
+    else:
+        clear_for_a_new_run(output_dir)  # an earlier attempt's files go to previous-<time>/, not into this run
     (output_dir / FAILURE_FILE).unlink(missing_ok=True)
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg)
-    trainer = build_trainer(cfg, output_dir, classifier.net)
+    with lightning_refusals():  # a Trainer option or callback argument that Lightning refuses: one line
+        trainer = build_trainer(cfg, output_dir, classifier.net)
+    classifier.hparams["run"] = run_settings(cfg, str(trainer.precision))  # what a resume must keep (resume.py)
     start_loggers(trainer, cfg)
     log.info(
         "device %s, channels_last %s, compile %s, data on the device %s",
@@ -186,8 +193,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         exploded = trainer.callback_metrics.get(EXPLODED)  # read before test() replaces the metrics
         best = trainer.checkpoint_callback
-        tested = best.best_model_path if best is not None else None  # none saved with debug=fast: the last weights
-        trainer.test(classifier, datamodule=datamodule, ckpt_path=tested or None, verbose=False, weights_only=True)
+        tested = tested_checkpoint(best, output_dir)  # the run's own best; None: the weights as they are
+        trainer.test(classifier, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
     finished = datetime.now(timezone.utc)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -202,7 +209,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         finish_loggers(trainer, metrics)
         output_dir.mkdir(parents=True, exist_ok=True)  # debug=fast writes no logs or checkpoints there
-        (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=1))
+        write_text_atomically(output_dir / RESULT_FILE, json.dumps(result, indent=1), RUN_OUTPUT_ADVICE)
         print(
             f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
             f"parameters={classifier.num_parameters} logs: {logs_hint(trainer, output_dir)}"

@@ -1,4 +1,10 @@
-"""Going on from a checkpoint: what a run can be resumed from, refused in one line before training when it cannot."""
+"""Going on from a checkpoint: what a run can be resumed from, refused in one line before training when it cannot.
+
+A run is what its checkpoint says: the checkpoint's hyper-parameters record the model, regularizer, optimizer and
+schedule, and (`run`) everything else that shapes the trajectory - seeds, the split, the batches an epoch
+has, the data, the precision, the world size (run_settings). A resume that would change any of them is refused,
+naming the key, the recorded value and the given one, before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_study.config import as_dict
+from mnist_study.data.mnist_files import checked_checksums
 from mnist_study.errors import UserError
+from mnist_study.models.backbones import build_backbone
+from mnist_study.runs.folders import first_difference
+from mnist_study.runs.names import command_line_override
 from mnist_study.training.checkpoint_io import UnreadableCheckpoint, check_loadable, checkpoint_problem
+from mnist_study.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +47,95 @@ def check_resumable(ckpt_path: str | Path, cfg: DictConfig, name: str | None = N
             raise UserError(
                 f"{name} was trained with {trained}, this run has {asked}: pass {trained} to resume it, or {anew}"
             )
+    if problem := structure_problem(checkpoint, cfg):
+        raise UserError(f"{name} is not a checkpoint of this project: {problem}; {OWN_CHECKPOINT}")
+    if isinstance(recorded := saved.get("run"), dict):
+        difference = first_difference(recorded, run_settings(cfg, expected_precision(cfg)))
+        if difference is not None:
+            key, trained, asked = difference
+            raise UserError(
+                f"{name} was trained with {key}={override_text(trained)}, this run has {key}={override_text(asked)}: "
+                f"pass {key}={override_text(trained)} to resume it, or {anew}"
+            )
     check_schedule_length(name, checkpoint, saved.get("scheduler") or {}, cfg.trainer.max_epochs)
 
 
 RESUMED_GROUPS = ("model", "regularizer", "optimizer", "scheduler")  # a resumed run must keep all of these
+# lightning.Trainer arguments that change which batches an epoch trains on, how a step updates the weights, or
+# which epoch is the best (validation): a resumed run must keep them too.
+TRAJECTORY_TRAINER_KEYS = (
+    "devices", "num_nodes", "limit_train_batches", "limit_val_batches", "overfit_batches", "accumulate_grad_batches",
+    "gradient_clip_val", "gradient_clip_algorithm", "val_check_interval", "check_val_every_n_epoch",
+)  # fmt: skip
+OWN_CHECKPOINT = "pass the checkpoints/last.ckpt of a train.py run"
+PRECISION_NAMES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning's short names
+
+
+def run_settings(cfg: DictConfig, precision: str) -> dict[str, Any]:
+    """What shapes a run's trajectory besides its model, regularizer, optimizer and schedule, by config key, as
+    plain data (checkpoints load with weights_only=True). `precision`: the resolved one (never auto)."""
+    epoch_seed = OmegaConf.select(cfg, "callbacks.epoch_seed.seed", default=None)
+    return {
+        "seed": cfg.seed,
+        "data.split_seed": cfg.data.split_seed,
+        "data.val_size": cfg.data.val_size,
+        "data.batch_size": cfg.data.batch_size,
+        "data.checksums": checked_checksums(as_dict(cfg, "data").get("checksums")),
+        "trainer.precision": precision,
+        **{f"trainer.{key}": plain(cfg.trainer.get(key)) for key in TRAJECTORY_TRAINER_KEYS},
+        "callbacks.epoch_seed.seed": epoch_seed,
+    }
+
+
+def plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def expected_precision(cfg: DictConfig) -> str:
+    """The precision this run will train in, as Lightning names it (trainer.precision=auto resolved for the
+    configured network, built on the meta device: nothing allocated)."""
+    configured = str(cfg.trainer.precision)
+    if configured != "auto":
+        return PRECISION_NAMES.get(configured, configured)
+    with torch.device("meta"):
+        network = build_backbone(as_dict(cfg, "model"), as_dict(cfg, "regularizer"))
+    options = as_dict(cfg, "trainer")
+    resolve_precision(options, network)
+    return str(options["precision"])
+
+
+def structure_problem(checkpoint: dict[str, Any], cfg: DictConfig) -> str:
+    """What makes `checkpoint` unlike one that train.py saved for this config ('' if nothing): its counters, its
+    weights' names and shapes, the optimizer's and the schedule's states."""
+    for key in ("epoch", "global_step"):
+        value = checkpoint.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"its {key} is {value!r}, not a count"
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "its state_dict is not a mapping of names to tensors"
+    with torch.device("meta"):
+        expected = {
+            k: tuple(v.shape)
+            for k, v in build_backbone(as_dict(cfg, "model"), as_dict(cfg, "regularizer")).state_dict().items()
+        }
+    found = {k.removeprefix("net."): tuple(v.shape) for k, v in state.items() if k.startswith("net.")}
+    if missing := [k for k in expected if k not in found]:
+        return f"its weights lack net.{missing[0]} of model={cfg.model.name} regularizer={cfg.regularizer.name}"
+    if extra := [k for k in state if k.removeprefix("net.") not in expected]:
+        return f"it holds {extra[0]}, which model={cfg.model.name} regularizer={cfg.regularizer.name} has not"
+    for key, shape in expected.items():
+        if found[key] != shape:
+            return f"its net.{key} has shape {list(found[key])}, this network's has {list(shape)}"
+    optimizers = checkpoint.get("optimizer_states")
+    if not isinstance(optimizers, list) or len(optimizers) != 1 or not isinstance(optimizers[0], dict):
+        return "it has no optimizer state (a weights-only file cannot resume training)"
+    schedules = checkpoint.get("lr_schedulers")
+    if not isinstance(schedules, list) or len(schedules) != 1 or not isinstance(schedules[0], dict):
+        return "it has no learning-rate schedule state"
+    if not isinstance(checkpoint.get("loops"), dict):
+        return "it has no state of Lightning's training loop"
+    return ""
 
 
 def train_py_options(checkpoint: dict[str, Any], name: str, wanted: str) -> dict[str, Any]:
@@ -89,24 +185,64 @@ def check_schedule_length(name: str, checkpoint: dict[str, Any], scheduler: dict
     )
 
 
+LAST = "last.ckpt"  # the run's newest state, saved at every epoch's end (conf/callbacks: last_checkpoint)
+
+
 def run_dir_of(checkpoint: Path) -> Path | None:
+    """The run folder that holds `checkpoint` in its checkpoints/, or None for a file outside any run folder."""
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
+def check_position(ckpt_path: Path) -> None:
+    """A run goes on only from its newest state: any other checkpoint of a run folder would fork its curves,
+    checkpoints and result. (A checkpoint outside any run folder starts a new run folder: train.py says so.)"""
+    if run_dir_of(ckpt_path) is not None and ckpt_path.name != LAST:
+        raise UserError(
+            f"ckpt_path={ckpt_path} is not the newest checkpoint of its run, which goes on only from its "
+            f"{LAST}: pass {command_line_override('ckpt_path', ckpt_path.parent / LAST)} to resume the run, or "
+            f"evaluate this checkpoint with python eval.py {command_line_override('ckpt_path', ckpt_path)}"
+        )
 
 
 def resume_point(cfg: DictConfig, output_dir: Path) -> Path | None:
     """The checkpoint to resume from: ckpt_path, or the last.ckpt an interrupted sweep job left behind. A
     last.ckpt that does not load is moved aside (last.ckpt.unreadable) and the job trains from scratch."""
     if cfg.ckpt_path is not None:
-        check_resumable(cfg.ckpt_path, cfg)
-        return Path(cfg.ckpt_path)
-    last = output_dir / "checkpoints" / "last.ckpt"
+        path = Path(cfg.ckpt_path)
+        check_position(path)
+        check_resumable(path, cfg)
+        if run_dir_of(path) is None:
+            log.warning(
+                "ckpt_path=%s is outside any run folder (<run>/checkpoints/%s): the training goes on from it in a "
+                "new run folder, %s",
+                path,
+                LAST,
+                output_dir,
+            )
+        return path
+    last = output_dir / "checkpoints" / LAST
     if not last.is_file():
         return None
     if problem := checkpoint_problem(last):
         # Moved, not left: ModelCheckpoint would save the new run's last.ckpt as last-v1.ckpt beside it.
         last.replace(last.with_name(last.name + ".unreadable"))
-        log.warning("%s %s: training from scratch (kept as last.ckpt.unreadable)", last, problem.split(";")[0])
+        log.warning(
+            "%s %s: training from scratch (the earlier attempt's files, last.ckpt.unreadable among them, are kept in "
+            "previous-<time>/)",
+            last,
+            problem.split(";")[0],
+        )
         return None
     check_resumable(last, cfg, name=str(last))
     log.info("resuming the interrupted run in %s from %s", output_dir, last)
     return last
+
+
+def tested_checkpoint(callback: Any, output_dir: Path) -> str | None:
+    """The best checkpoint to test: the run's own, in its checkpoints/ folder; None (test the weights as they
+    are) where the run saved none (debug=fast, or a run started from another folder's checkpoint that trained no
+    further epoch)."""
+    path = Path(callback.best_model_path) if callback is not None and callback.best_model_path else None
+    if path is None or not path.is_file() or path.resolve().parent != (output_dir / "checkpoints").resolve():
+        return None
+    return str(path)
