@@ -16,7 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from mnist_study.runs.names import job_dirname, run_name
+from mnist_study.runs.names import job_dirname, run_name, run_stamp
 
 CONFIG_NAME = "train"
 SEED_LIMIT = 2**32  # lightning.seed_everything replaces a seed outside [0, 2**32) by a random one
@@ -214,3 +214,4 @@ def register() -> None:
             store.store(group=f"schema/{group}", name=name, node=schema, package=group)
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)

@@ -21,7 +21,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_study.config.schema import GROUPS, TrainerConfig
-from mnist_study.runs.artifacts import EPOCH_SECONDS, FAILURE_FILE, IMAGES_PER_SECOND, RESULT_FILE
+from mnist_study.runs.artifacts import (
+    EPOCH_SECONDS,
+    FAILURE_FILE,
+    IMAGES_PER_SECOND,
+    OTHER_RANKS_FAILURE_FILES,
+    RESULT_FILE,
+)
 
 BASELINE = "none"  # the regularizer the others are compared with
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
@@ -158,8 +164,9 @@ def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     run.lr = learning_rate({}, run.overrides, cfg)
     run.epochs = config_value(cfg, "trainer.max_epochs")
     run.settings = {k: v for k, key in SETTINGS.items() if key and (v := config_value(cfg, key)) is not None}
-    if (run_dir / FAILURE_FILE).is_file():
-        run.error = "failed: " + (run_dir / FAILURE_FILE).read_text().splitlines()[0]
+    records = [run_dir / FAILURE_FILE, *sorted(run_dir.glob(OTHER_RANKS_FAILURE_FILES))]
+    if failures := [path for path in records if path.is_file()]:  # rank 0's first, else another DDP rank's
+        run.error = "failed: " + failures[0].read_text().splitlines()[0]
         return run
     scalars = read_events(run_dir)
     run.curves = {tag: scalars[tag] for tag in EPOCH_TAGS if tag in scalars}

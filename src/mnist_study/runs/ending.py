@@ -18,8 +18,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_study.errors import UserError, first_line
-from mnist_study.runs.artifacts import FAILURE_FILE
+from mnist_study.runs.artifacts import failure_file
 from mnist_study.runs.locks import FolderInUse, held_folders
+from mnist_study.runs.names import check_shared_run_folder
 from mnist_study.runs.signals import Terminated, stop_guard, stop_record
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             output_dir = Path(HydraConfig.get().runtime.output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
             message = one_line(err)
-            (output_dir / FAILURE_FILE).write_text(message + "\n\n" + traceback.format_exc())
+            (output_dir / failure_file(process_rank())).write_text(message + "\n\n" + traceback.format_exc())
             log.error("job %s failed: %s", HydraConfig.get().job.override_dirname, message)
             return None
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(err, UserError):
@@ -103,7 +104,7 @@ def record_stop(signum: int, multirun: bool) -> None:
     sweep_dir = HydraConfig.get().sweep.dir if multirun else None
     message = stop_record(signum, folder, sweep_dir, None if multirun else own_command())
     if folder is not None and folder.is_dir():
-        (folder / FAILURE_FILE).write_text(message + "\n")
+        (folder / failure_file(process_rank())).write_text(message + "\n")
     if multirun:
         log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
         return None
@@ -120,10 +121,16 @@ def not_started(signum: int) -> None:
             f"not started: the sweep was stopped by {name}; re-run the same command with hydra.sweep.dir={sweep_dir}"
         )
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / FAILURE_FILE).write_text(message + "\n")
+        (folder / failure_file(process_rank())).write_text(message + "\n")
         log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
         return None
     raise SystemExit(128 + signum)
+
+
+def process_rank() -> int:
+    """This process's global rank in a DDP run, as Lightning knows it (0 where Lightning is not loaded, as in q1)."""
+    utilities = sys.modules.get("lightning.pytorch.utilities")
+    return int(getattr(utilities.rank_zero_only, "rank", 0)) if utilities is not None else 0
 
 
 def hydra_output_dir() -> Path | None:
@@ -151,10 +158,12 @@ def refuse_bad_command_line(
     argv: Sequence[str], check_command_line: Callable[[list[str], Path], object], config_dir: Path
 ) -> None:
     """For an entry point, before hydra.main: `error: ...` and exit code 1 for a bad option of any job that
-    `check_command_line(overrides, config_dir)` finds (it composes each job's config and raises UserError)."""
+    `check_command_line(overrides, config_dir)` finds (it composes each job's config and raises UserError), or
+    for processes of one run that would write into different folders."""
     if any(arg.startswith("-") and arg not in RUNNING_FLAGS for arg in argv):
         return
     try:
+        check_shared_run_folder(argv)
         check_command_line([arg for arg in argv if arg not in RUNNING_FLAGS], config_dir)
     except UserError as err:
         fail_in_one_line(err)
