@@ -148,25 +148,35 @@ def test_the_processes_of_one_launched_run_name_the_same_folder(environ: dict[st
     assert shared_run_id(environ) == shared
 
 
+NO_SLURM = {"PATH": str(Path(sys.executable).parent)}  # this Python's folder: no sbatch, srun or squeue there
+
+
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("options", "env", "message"),
     [
-        (["trainer=ddp_cpu"], SPAWN_UNDER_SLURM),
+        (["trainer=ddp_cpu"], None, SPAWN_UNDER_SLURM),
         (
             ["hydra.launcher.timeout_min=2"],
+            None,
             "hydra.launcher.timeout_min=2 must be longer than hydra.launcher.signal_delay_s=120 s, the warning "
             "before the time limit (the job would get it as it starts): raise timeout_min or lower signal_delay_s "
             "(not under 90: SLURM may send it 60 s early)",
         ),
+        (
+            [],
+            NO_SLURM,
+            "hydra/launcher=slurm needs SLURM's commands, and this machine lacks sbatch, srun, squeue: start the "
+            "sweep where jobs are submitted (a login node), or use hydra/launcher=submitit_local",
+        ),
     ],
 )
 def test_a_slurm_sweep_that_cannot_work_is_refused_in_one_line_before_submission(
-    options: list[str], message: str, tmp_path: Path
+    options: list[str], env: dict[str, str] | None, message: str, tmp_path: Path
 ) -> None:
     # Needs no cluster: the launcher checks every job before it asks SLURM for anything.
     result = run_script(
         "train.py", "-m", "hydra/launcher=slurm", "model=softmax,mlp", *options, f"hydra.sweep.dir={tmp_path}",
-        cwd=ROOT,
+        cwd=ROOT, env=env,
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: {message}"]

@@ -22,6 +22,7 @@ the waiting is the part that changes.
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -112,6 +113,11 @@ class StudySlurmLauncher(submitit_launcher.SlurmLauncher):
             check_time_limit(self.params["timeout_min"], self.params["signal_delay_s"])
             for cfg in configs:
                 check_slurm_job(cfg, self.params["tasks_per_node"], self.params["nodes"])
+            if missing := [command for command in ("sbatch", "srun", "squeue") if shutil.which(command) is None]:
+                raise UserError(
+                    f"hydra/launcher=slurm needs SLURM's commands, and this machine lacks {', '.join(missing)}: start "
+                    "the sweep where jobs are submitted (a login node), or use hydra/launcher=submitit_local"
+                )
         except UserError as err:
             fail_in_one_line(err)
 
