@@ -6,8 +6,10 @@ again); skipped when no SLURM node is idle. Run them with `pytest -m slurm -n 0 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -236,3 +238,26 @@ def test_a_signal_to_the_waiting_sweep_cancels_its_jobs_and_reports(
     assert ended_state(job) == "CANCELLED"
     assert (one_job(sweep_dir) / "failed.txt").read_text().startswith("terminated by SIGTERM after epoch 0")
     assert (sweep_dir / "report.md").is_file()
+
+
+def test_srun_starts_the_ranks_of_a_single_run_which_share_one_folder(synthetic_mnist, tmp_path: Path) -> None:
+    """A hand-written `srun` (as in an sbatch script; Lightning wants --ntasks-per-node, not --ntasks) instead of
+    the launcher: both tasks name the same run folder after the job and step (no hydra.run.dir), and Lightning
+    takes their ranks from SLURM."""
+    ranks = tmp_path / "ranks"
+    command = [
+        "srun", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", sys.executable, str(ROOT / "train.py"),
+        *data_overrides(*synthetic_mnist), "model=mlp", "trainer.max_epochs=2", "trainer=ddp",
+        "trainer.accelerator=cpu", "trainer.devices=2", record_rank_override(ranks), EXCLUDE_KEYS,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=tmp_path, env={**os.environ, **slurm_env()}, capture_output=True, text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    [run_dir] = list((tmp_path / "outputs" / "runs").iterdir())
+    assert run_dir.name.startswith("slurm-") and run_dir.name.endswith(".0_mlp-none,trainer.devices=2,trainer=ddp")
+    assert list(tmp_path.rglob("result.json")) == [run_dir / "result.json"]
+    records = [json.loads((ranks / f"rank{rank}-epoch1.json").read_text()) for rank in (0, 1)]
+    assert [(r["environment"], r["world_size"]) for r in records] == [("SLURMEnvironment", 2)] * 2
