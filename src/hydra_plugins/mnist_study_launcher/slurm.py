@@ -101,11 +101,6 @@ class StudySlurmLauncher(submitit_launcher.SlurmLauncher):
     # --- in the sweep --------------------------------------------------------------------------------------
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        # submitit configures its own logging on import unless told not to: its records then go through Hydra's
-        # (hydra.hydra_logging.loggers.submitit in conf/train.yaml) here and into train.log in the jobs.
-        os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
-        import submitit
-
         assert self.config is not None and self.hydra_context is not None
         numbered = [(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
         configs = [self.job_config(overrides, number) for number, overrides in numbered]
@@ -120,6 +115,11 @@ class StudySlurmLauncher(submitit_launcher.SlurmLauncher):
                 )
         except UserError as err:
             fail_in_one_line(err)
+
+        # submitit configures its own logging on import unless told not to: its records then go through Hydra's
+        # (hydra.hydra_logging.loggers.submitit in conf/train.yaml) here and into train.log in the jobs.
+        os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
+        import submitit
 
         executor = submitit.AutoExecutor(
             cluster="slurm",
