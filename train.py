@@ -9,19 +9,20 @@ from omegaconf import DictConfig
 
 from mnist_study.config.command_line import check_command_line
 from mnist_study.runs.ending import refuse_bad_command_line, run_task
+from mnist_study.runs.objective import sweeper_value
 from mnist_study.runs.signals import run_main
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig) -> dict | float | None:
     # Imported here, not above: --help and a bad command line answer before torch and Lightning load (seconds).
     from mnist_study.training.pipeline import train
     from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
 
     skip_lightnings_nvml_check_without_gpus()
-    return run_task(train, cfg)
+    return sweeper_value(run_task(train, cfg), cfg.optimized_metric)  # a search's sampler gets one number
 
 
 if __name__ == "__main__":

@@ -151,3 +151,36 @@ def sweep(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path_factory: pytest
         assert result.returncode == 0, result.stderr
 
     return built_once(tmp_path_factory, "train-sweep", run_sweep)
+
+
+@pytest.fixture(scope="session")
+def csv_sweep(synthetic_mnist: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `sweep` fixture's sweep again with logger=csv: no TensorBoard at all."""
+
+    def run_sweep(sweep_dir: Path) -> None:
+        result = run_script(
+            "train.py", "-m", *data_overrides(*synthetic_mnist), "model=softmax,mlp", "regularizer=none,bn",
+            "trainer.max_epochs=2", "logger=csv", f"hydra.sweep.dir={sweep_dir}", cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    return built_once(tmp_path_factory, "train-sweep-csv", run_sweep)
+
+
+@pytest.fixture(scope="session")
+def glyph_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a small CNN that `train.py` trained on the glyph set (tests/helpers/glyphs.py: digits whose
+    class is their shape), built once per session: checkpoints/, .hydra/config.yaml and result.json. The set's IDX
+    files are in the folder `data` beside it."""
+    from .helpers.glyphs import VAL_SIZE, write_glyph_mnist
+
+    def train_on_glyphs(folder: Path) -> None:
+        checksums = write_glyph_mnist(folder / "data")
+        result = run_script(
+            "train.py", *data_overrides(folder / "data", checksums), f"data.val_size={VAL_SIZE}", "model=cnn",
+            "model.channels=[8,16]", "model.hidden_size=32", "trainer.max_epochs=4", f"hydra.run.dir={folder / 'run'}",
+            cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    return built_once(tmp_path_factory, "glyph-run", train_on_glyphs) / "run"

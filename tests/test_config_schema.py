@@ -76,7 +76,8 @@ def test_the_keys_only_some_trainer_options_set_default_to_lightnings_own_defaul
         (["model=mlp", "model.hidden_size=3"], "model.hidden_size is not an option of model=mlp: did you mean model.h"),
         (["model=softmax", "+model.hidden_sizes=[5]"], "model.hidden_sizes is not an option of model=softmax"),
         (["+seeds=1"], "seeds is not an option of train.py: did you mean seed?"),
-        (["+logger.flush_sec=1"], "logger.flush_sec is not a TensorBoardLogger argument: did you mean logger.flus"),
+        (["+logger.tensorboard.flush_sec=1"], "logger.tensorboard.flush_sec is not a TensorBoardRunLogger argument: "
+                                               "did you mean logger.tensorboard.flush_secs?"),
         (["model=softmax,mlp", "data.batch_size=10,abc"], "data.batch_size must be a positive integer, got 'abc'"),
         (["experiment=study", "+model.hidden_sizes=[5]"], "model.hidden_sizes is not an option of model=softmax"),
     ],
@@ -92,7 +93,7 @@ def test_bad_values_are_one_line_naming_key_value_and_what_is_allowed(overrides:
     "overrides",
     [
         ["+trainer.gradient_clip_val=1.0"],  # a real lightning.Trainer argument
-        ["+logger.prefix=x"],  # a real TensorBoardLogger argument
+        ["+logger.tensorboard.prefix=x"],  # a real TensorBoardLogger argument
         ["+tuned_lr.resnet=0.1"],
         ["+callbacks.stop={_target_:lightning.pytorch.callbacks.EarlyStopping,monitor:val/acc}"],
         ["~callbacks.learning_rate"],

@@ -2,23 +2,33 @@
 epochs on TensorBoard's x-axis and the study's comparison layout."""
 
 import json
+import logging
 import re
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from lightning import Callback
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_study.models.backbones import build_backbone
-from mnist_study.training.callbacks import DivergenceGuard, EpochSeed, EpochSummary, EpochTimer
-from mnist_study.training.error_analysis import ErrorAnalysis
+from mnist_study.runs.terminal import TerminalFormatter
+from mnist_study.training.callbacks import (
+    DivergenceGuard,
+    EpochCheckpoint,
+    EpochLearningRate,
+    EpochSeed,
+    EpochSummary,
+    EpochTimer,
+    loss_text,
+)
+from mnist_study.training.error_analysis import ErrorAnalysis, percent_text
 from mnist_study.training.pipeline import build_callbacks, train
 from mnist_study.training.precision import auto_precision, forward_flops_per_image, resolve_precision
-from mnist_study.training.tensorboard import HParams, StudyComparison
+from mnist_study.training.tensorboard import HParams, OneCurvePerRun, StudyComparison, run_title
 
 from .conftest import CONF, TEST_SIZE
 from .test_train import scalars
@@ -27,37 +37,49 @@ from .test_train import scalars
 def test_the_callbacks_group_lists_the_runs_callbacks_and_the_command_line_edits_it(make_cfg) -> None:
     kinds = [type(c) for c in build_callbacks(make_cfg())]
     assert kinds == [
-        ModelCheckpoint, ModelCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, StudyComparison, LearningRateMonitor,
-        EpochSummary, HParams, ErrorAnalysis,
+        EpochCheckpoint, ModelCheckpoint, EpochSeed, DivergenceGuard, EpochTimer, OneCurvePerRun, StudyComparison,
+        EpochLearningRate, EpochSummary, HParams, ErrorAnalysis,
     ]  # fmt: skip
-    assert LearningRateMonitor not in [type(c) for c in build_callbacks(make_cfg("~callbacks.learning_rate"))]
+    assert EpochLearningRate not in [type(c) for c in build_callbacks(make_cfg("~callbacks.learning_rate"))]
     added = build_callbacks(
         make_cfg("+callbacks.stop={_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/acc, mode: max}")
     )
     assert type(added[-1]).__name__ == "EarlyStopping" and added[-1].monitor == "val/acc"
 
 
-def test_epochs_are_the_x_axis_and_the_learning_rate_is_logged_per_step(make_cfg, tmp_path: Path) -> None:
+def test_every_chart_has_the_epoch_from_1_as_x_axis_the_learning_rate_too(make_cfg, tmp_path: Path) -> None:
     train(make_cfg("model=softmax", "trainer.max_epochs=3", "trainer.log_every_n_steps=2"))
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    epoch_tags = ("train/acc", "val/loss", "train/epoch_s", "val_by_model/softmax/acc", "val_vs_train/run/train_acc")
+    per_run = f"val_vs_train/{tmp_path.name}/run/acc/train"
+    epoch_tags = ("train/acc", "val/loss", "train/epoch_s", "train/lr", "val_by_model/softmax/acc", per_run)
     for tag in epoch_tags:
-        assert [e.step for e in events.Scalars(tag)] == [0, 1, 2], tag
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3], tag
     for tag in ("val_best/test_acc", "val_best/val_acc", "val_best/confusion_matrix"):  # one point: the last epoch
-        assert [e.step for e in (events.Images if "matrix" in tag else events.Scalars)(tag)] == [2], tag
-    rates = events.Scalars("train/lr")
-    assert len(rates) > 3 and rates[-1].step > 2  # per optimizer step: the one-cycle shape is visible
-    assert max(e.value for e in rates) == pytest.approx(0.0005, rel=0.05)  # tuned_lr.softmax
+        assert [e.step for e in (events.Images if "matrix" in tag else events.Scalars)(tag)] == [3], tag
+    assert max(e.step for tag in events.Tags()["scalars"] for e in events.Scalars(tag)) == 3  # no step axis at all
+    rates = [e.value for e in events.Scalars("train/lr")]  # at each epoch's end: one-cycle's way down
+    assert rates == sorted(rates, reverse=True) and rates[0] < 0.0005 and rates[-1] < rates[0] / 100
 
 
 def test_a_constant_rate_is_logged_under_the_same_tag(make_cfg, tmp_path: Path) -> None:
-    train(make_cfg("model=softmax", "scheduler=none", "trainer.log_every_n_steps=2"))
+    train(make_cfg("model=softmax", "scheduler=none", "trainer.max_epochs=2"))
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    rates = {e.value for e in events.Scalars("train/lr")}
-    assert len(rates) == 1 and rates.pop() == pytest.approx(0.0005)  # tuned_lr.softmax, every step
+    assert [(e.step, e.value) for e in events.Scalars("train/lr")] == [
+        (1, pytest.approx(0.0005)),
+        (2, pytest.approx(0.0005)),
+    ]
     assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("lr-")]  # LearningRateMonitor's fallback
+
+
+def test_a_learning_rate_per_step_can_be_added_and_keeps_its_own_axis(make_cfg, tmp_path: Path) -> None:
+    monitor = "{_target_: lightning.pytorch.callbacks.LearningRateMonitor, logging_interval: step}"
+    train(make_cfg("model=softmax", "trainer.log_every_n_steps=2", f"+callbacks.lr_steps={monitor}"))
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/lr")] == [1]  # train/ keeps the epoch axis
+    assert len(events.Scalars("z_steps/lr")) > 3  # per optimizer step, in a group that sorts after the study's
 
 
 def test_time_series_opens_on_the_training_and_validation_curves(sweep: Path) -> None:
@@ -86,11 +108,13 @@ def test_the_comparison_layout_holds_only_the_sweeps_models_and_regularizers(swe
         model, regularizer = result["model"], result["regularizer"]
         logged = scalars(run)
         assert f"val_by_model/{model}/acc" in logged and f"val_by_regularizer/{regularizer}/loss" in logged
-        assert logged[f"val_vs_train/{run.name}/train_loss"] == logged["train/loss"]  # this run's chart, its own tags
-        assert logged[f"val_vs_train/{run.name}/val_acc"] == logged["val/acc"]
-        runs.add(run.name)
+        run_id = f"{sweep.name}/{run.name}"  # unique in the outputs folder: the sweep's folder and the job's
+        assert logged[f"val_vs_train/{run_id}/loss/train"] == logged["train/loss"]  # this run's chart, its own tags
+        assert logged[f"val_vs_train/{run_id}/acc/validation"] == logged["val/acc"]
+        runs.add(run_id)
     per_network = {f"{name}: val {m}" for name in ("softmax", "mlp", "none", "bn") for m in ("acc", "loss")}
-    assert len(runs) == 4 and titles == per_network | {f"{run}: {m}" for run in runs for m in ("acc", "loss")}
+    per_run = {f"{run_title(run)}: {words}, train vs validation" for run in runs for words in ("accuracy", "loss")}
+    assert len(runs) == 4 and titles == per_network | per_run
 
 
 def test_experiment_study_is_the_nine_network_grid() -> None:
@@ -181,7 +205,9 @@ def test_hparams_declare_the_same_columns_for_every_run_of_a_sweep(sweep: Path) 
         result = json.loads((run / "result.json").read_text())
         assert session.hparams["model"].string_value == result["model"]
         assert session.hparams["regularizer"].string_value == result["regularizer"]
-        assert session.group_name == run.name
+        assert session.hparams["seed"].string_value == str(result["seed"])  # a label: "0", not 0.0000
+        assert session.hparams["lr"].number_value == result["lr"]
+        assert session.group_name == f"{run.name} ({sweep.name})"  # the job first; unique, so never merged
         assert scalars(run)["val_best/test_acc"] == [pytest.approx(result["test/acc"])]  # the table's test acc
 
 
@@ -198,6 +224,13 @@ def test_the_tested_checkpoints_mistakes_are_drawn_and_counted(make_cfg, tmp_pat
     assert {"val_best/confusion_matrix", "val_best/misclassified"} <= set(events.Tags()["images"])
 
 
+def test_the_mistakes_figure_shows_enough_digits_to_rank_the_confidences() -> None:
+    assert [percent_text(p) for p in (0.973, 0.9997, 0.99997, 0.999994, 0.9999994, 0.99999999)] == [
+        "97.3%", "99.97%", "99.997%", "99.999%", "99.9999%", ">99.99999%"
+    ]  # fmt: skip
+    assert percent_text(1.0) == "100%"  # float32 could not tell it from 1
+
+
 def test_every_epoch_gets_a_summary_line_in_the_log(make_cfg, caplog) -> None:
     with caplog.at_level("INFO", logger="mnist_study.training.callbacks"):
         train(make_cfg("model=softmax", "trainer.max_epochs=2"))
@@ -206,3 +239,24 @@ def test_every_epoch_gets_a_summary_line_in_the_log(make_cfg, caplog) -> None:
     assert all(
         re.fullmatch(r"epoch \d/2  train loss \S+ acc \S+  val loss \S+ acc \S+  \d+\.\d s", line) for line in lines
     )
+
+
+def test_a_loss_near_zero_still_reads_as_a_number() -> None:
+    assert [loss_text(x) for x in (2.3026, 0.0213, 0.00345, 3.2e-05, 0.0)] == [
+        "2.3026", "0.0213", "0.00345", "3.2e-05", "0.0000"
+    ]  # fmt: skip
+
+
+def test_the_terminal_shows_the_message_alone_and_the_level_of_warnings() -> None:
+    line = "epoch 30/30  train loss 3.2e-05 acc 1.0000  val loss 0.0302 acc 0.9912  12.8 s"
+    record = logging.LogRecord("mnist_study.training.callbacks", logging.INFO, __file__, 1, line, None, None)
+    assert TerminalFormatter().format(record) == line and len(line) <= 80
+    record.levelno, record.levelname = logging.WARNING, "WARNING"
+    assert TerminalFormatter().format(record) == f"WARNING: {line}"
+
+
+def test_the_progress_bar_counts_epochs_from_1_like_the_log(make_cfg, capfd: pytest.CaptureFixture) -> None:
+    train(make_cfg("model=softmax", "trainer.enable_progress_bar=true", "trainer.max_epochs=2"))
+    drawn = re.findall(r"Epoch ([^:]+): +(\d+)%", capfd.readouterr().out)  # Lightning draws its bars on stdout
+    # (Lightning's own "Epoch 0" is drawn once at 0 %, on the line that is at once redrawn as "Epoch 1/2")
+    assert {epoch for epoch, percent in drawn if percent != "0"} == {"1/2", "2/2"}

@@ -23,6 +23,8 @@ def test_a_wheel_installed_elsewhere_runs_a_sweep_and_its_report(synthetic_mnist
     (wheel,) = (tmp_path / "wheels").glob("mnist_study-*.whl")
     site = tmp_path / "site"
     pip("install", "--no-deps", "--target", str(site), str(wheel))
+    static = site / "mnist_study" / "inference" / "static"  # serve.py's page, package data
+    assert {p.name for p in static.iterdir()} == {"index.html", "demo.js", "demo.css"}
 
     checkout = tmp_path / "checkout"  # a repository root without src/: what a user runs train.py from
     shutil.copytree(ROOT / "conf", checkout / "conf")

@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mnist_study.manual_backprop import graph
 from mnist_study.manual_backprop.descent import HISTORY_FILE, History, Settings, initial_values
-from mnist_study.manual_backprop.figures import graph_layout, job_title, plot_losses
+from mnist_study.manual_backprop.figures import graph_k, graph_layout, job_title, plot_losses
 from mnist_study.manual_backprop.report import FIGURES, GRAPH_FIGURE, REPORT_FILE, publish, write_report
 
 from .conftest import ROOT, built_once, run_script
@@ -48,14 +48,26 @@ def test_each_k_has_its_own_loss_chart_holding_the_manual_and_autograd_runs(swee
             runs_by_tag.setdefault(tag, set()).add(run)
     for k in SWEPT_K:
         job = f"epochs=5,k={k}"  # named by the job's overrides
-        assert runs_by_tag[f"loss/k={k}"] == {f"{job}/manual", f"{job}/autograd"}
+        assert runs_by_tag[f"z_q1/loss_k={k}"] == {f"{job}/manual", f"{job}/autograd"}
         history = History.load(sweep / job / HISTORY_FILE)
-        np.testing.assert_allclose(scalar_tags(sweep / job / "manual")[f"loss/k={k}"], history.loss_manual, rtol=1e-6)
         np.testing.assert_allclose(
-            scalar_tags(sweep / job / "autograd")[f"loss/k={k}"], history.loss_autograd, rtol=1e-6
+            scalar_tags(sweep / job / "manual")[f"z_q1/loss_k={k}"], history.loss_manual, rtol=1e-6
         )
-    assert runs_by_tag["diff/max_rel_grad"] == {f"epochs=5,k={k}" for k in SWEPT_K}
-    assert "loss" not in runs_by_tag  # the old shared tag drew every K into one chart
+        np.testing.assert_allclose(
+            scalar_tags(sweep / job / "autograd")[f"z_q1/loss_k={k}"], history.loss_autograd, rtol=1e-6
+        )
+    assert runs_by_tag["z_q1/diff_max_rel_grad"] == {f"epochs=5,k={k}" for k in SWEPT_K}
+
+
+def test_q1s_tensorboard_group_sorts_after_the_studys(sweep: Path) -> None:
+    """One TensorBoard on a folder that holds the study and q1 (tensorboard --logdir outputs) expands the first two
+    groups of Time Series, sorted by name: they stay the study's train/ and val/."""
+    groups = {
+        tag.split("/", 1)[0] for events in sweep.glob("**/events.out.tfevents.*") for tag in scalar_tags(events.parent)
+    }
+    study = {"train", "val", "val_best", "val_by_model", "val_by_regularizer", "val_vs_train"}
+    assert groups == {"z_q1"} and sorted(study | groups)[:2] == ["train", "val"]
+    assert sorted(study | groups)[-1] == "z_q1"
 
 
 def test_the_report_and_its_figures_lie_in_the_sweep_folder(sweep: Path) -> None:
@@ -98,14 +110,22 @@ def test_the_graph_drawing_holds_the_engines_own_nodes_and_edges(sweep: Path) ->
     assert f"({', '.join(layout.labels)})" in report  # the report names the nodes it drew
 
 
-def test_the_loss_figure_gives_each_k_its_own_panel_and_scale(sweep: Path, tmp_path: Path) -> None:
+def test_the_loss_figure_gives_each_k_its_own_panel_and_log_scale(sweep: Path, tmp_path: Path) -> None:
     runs = histories(sweep)
     figure = plot_losses(runs, tmp_path / "loss.png")
     panels = {ax.get_title(): ax for ax in figure.axes}
     for history in runs:
-        low, high = panels[f"K={history.settings['k']}"].get_ylim()
+        panel = panels[f"K={history.settings['k']}"]
+        low, high = panel.get_ylim()
+        assert panel.get_yscale() == "log"  # a loss falling by orders of magnitude is a line, not an "L"
         assert low <= min(history.loss_manual) and max(history.loss_manual) <= high
-        assert high - low < 2 * (max(history.loss_manual) - min(history.loss_manual))  # not another K's scale
+        assert high / low < 10 * max(history.loss_manual) / min(history.loss_manual)  # not another K's scale
+
+
+def test_the_graph_is_drawn_for_a_k_that_ran() -> None:
+    assert graph_k([8, 2, 4], n_samples=1) == 2  # the smallest K of python q1.py k=2,4,8
+    assert graph_k([4, 8], n_samples=4) == 8  # K = N would make "K × N" and "K × K" look alike
+    assert graph_k([64, 128], n_samples=1) == 3  # too large to draw: a small K (the title says the graph is K-free)
 
 
 def test_a_sweep_over_more_than_k_names_each_job_by_its_swept_settings(sweep: Path, tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(make_cfg, tmp
 def test_divergence_stops_with_the_epoch_step_and_a_hint(make_cfg, tmp_path: Path, validation: tuple[str]) -> None:
     with pytest.raises(DivergenceError) as caught:
         train(make_cfg("model=mlp", "optimizer.lr=1e12", "scheduler=none", *validation, output_dir=tmp_path / "run"))
-    assert "non-finite at epoch 0: the run diverged" in str(caught.value)
+    assert "non-finite at epoch 1: the run diverged" in str(caught.value)
     assert "lower the learning rate (now optimizer.lr=1e+12" in str(caught.value)
     assert not list(tmp_path.glob("run/checkpoints/*.ckpt"))  # nothing written from a diverged model
 
@@ -243,7 +243,7 @@ def test_a_loss_that_explodes_but_stays_finite_is_flagged(caplog, losses: tuple[
     )
     with caplog.at_level(logging.WARNING, logger="mnist_study.training.callbacks"):
         guard.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
-    assert guard.exploded is exploded and ("the training loss exploded at epoch 0" in caplog.text) is exploded
+    assert guard.exploded is exploded and ("the training loss exploded at epoch 1" in caplog.text) is exploded
     assert logged == {"train/exploded": float(exploded)}  # what result.json reads, from every rank
     restored = DivergenceGuard(lr=1e12)
     restored.load_state_dict(guard.state_dict())  # kept in the checkpoint: a resumed run still knows

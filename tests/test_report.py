@@ -34,7 +34,7 @@ def test_a_sweep_ends_with_its_report(sweep: Path) -> None:
     assert "4 of 4 runs complete" in report
     assert "**softmax**: `bn` against `none`: one seed: no test possible" in report
     assert "| mlp | bn | " in report.split("## Regularizers against `none`")[1]
-    assert "Batch norm changes mlp" in report
+    assert "epoch time:" not in report and "Batch norm changes" not in report  # one seed: no time difference stated
     for name in FIGURES:
         assert (sweep / name).stat().st_size > 5_000
         assert f"]({name})" in report
@@ -50,10 +50,11 @@ def test_a_sweep_ends_with_its_report(sweep: Path) -> None:
     for row in results:
         written = json.loads((sweep / row["run"] / "result.json").read_text())
         assert float(row["test_acc"]) == written["test/acc"] and row["epochs"] == "2" and row["seed"] == "0"
-        assert float(row["best_val_acc"]) == written["best_val/acc"] and row["best_val_epoch"] in ("0", "1")
+        assert float(row["best_val_acc"]) == written["best_val/acc"] and row["best_val_epoch"] in ("1", "2")
         assert float(row["lr"]) == written["lr"] and float(row["seconds"]) == written["seconds"]
     curves = read_csv(sweep / "curves.csv")
     assert len(curves) == 4 * 2  # one row per run and epoch
+    assert sorted({row["epoch"] for row in curves}) == ["1", "2"]  # counted from 1, as everywhere
     assert {row["model"] for row in curves} == {"softmax", "mlp"}
     for row in results:  # the curves are the runs' own: the best epoch's validation accuracy is the checkpoint's
         val_acc = {int(c["epoch"]): float(c["val/acc"]) for c in curves if c["run"] == row["run"]}
@@ -113,7 +114,7 @@ def test_report_lists_missing_and_failed_runs_and_reports_the_rest(sweep: Path, 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
     runs = sorted(p for p in copy.iterdir() if (p / ".hydra").is_dir())
-    for written in [*runs[0].glob("events.out.tfevents.*"), runs[0] / "result.json"]:
+    for written in [*runs[0].glob("events.out.tfevents.*"), runs[0] / "epochs.csv", runs[0] / "result.json"]:
         written.unlink()  # killed before it logged anything
     (runs[1] / "failed.txt").write_text("DivergenceError: the training loss became non-finite\n")
     (runs[2] / "failed.rank1.txt").write_text("RuntimeError: rank 1 lost its peer\n")  # only another DDP rank failed
@@ -199,6 +200,21 @@ def test_findings_test_each_regularizer_against_none_over_the_seeds() -> None:
     assert "helps" not in softmax and "hurts" not in mlp
 
 
+def test_an_epoch_time_difference_is_stated_only_with_its_interval_and_test() -> None:
+    runs = []
+    for reg, times in (("none", (3.1, 3.2, 3.3)), ("bn", (3.8, 3.9, 4.0)), ("dropout", (1.0, 6.0, 3.0))):
+        for seed, seconds in enumerate(times):
+            runs.append(run_of("mlp", reg, seed, 0.98))
+            runs[-1].curves = {"train/epoch_s": [9.0, seconds]}  # the first epoch is left out of the mean
+    [sentence] = [f for f in findings(runs) if "epoch time" in f]
+    bn = welch([3.8, 3.9, 4.0], [3.1, 3.2, 3.3])
+    assert sentence.startswith("**mlp**, epoch time: ")
+    assert f"`bn` slower than `none` (+0.70 s or +22 % on 3.20 s, 95 % CI +{bn.low:.2f} to +{bn.high:.2f} s" in sentence
+    assert "`dropout` against `none`: no significant difference at 3 seeds (+0.13 s or +4 % on 3.20 s" in sentence
+    one_seed = [r for r in runs if r.seed == 0]
+    assert not [f for f in findings(one_seed) if "epoch time" in f]  # a single timing per side says nothing
+
+
 def test_findings_with_one_seed_test_nothing() -> None:
     runs = [run_of("cnn", "none", 0, 0.9933), run_of("cnn", "dropout", 0, 0.9946)]
     assert findings(runs)[0] == "**cnn**: `dropout` against `none`: one seed: no test possible (+0.13 points)."
@@ -223,7 +239,7 @@ def test_the_full_study_is_not_flagged_and_a_partial_one_says_what_it_lacks() ->
 def test_best_epoch_and_train_validation_gap_per_run() -> None:
     run = run_of("mlp", "none", 0, 0.98)
     run.curves = {"val/acc": [0.90, 0.97, 0.97, 0.96], "train/acc": [0.80, 0.95, 0.99, 1.0]}
-    assert run.best_val_epoch == 1  # the first epoch at the best value
+    assert run.best_val_epoch == 2  # the first epoch at the best value, counted from 1
     assert run.last_gap == pytest.approx(0.04)
     assert run_of("mlp", "none", 0, 0.98).best_val_epoch is None
     assert math.isnan(run_of("mlp", "none", 0, 0.98).last_gap)
@@ -248,3 +264,24 @@ def test_the_header_says_which_dropout_and_which_precision_each_network_used() -
     assert "- **Dropout**: rate 0.3; nn.Dropout itself (regularizer.mask=torch)" in what_ran([run])
     header, _, row = results_table([run])
     assert header.split(" | ")[7] == "precision" and row.split(" | ")[7] == "32-true"
+
+
+def test_short_runs_get_whole_epoch_ticks_from_1_and_show_their_first_epoch() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mnist_study.reporting.figures import _band, _epoch_axis, _zoom_accuracy
+
+    runs = [run_of("mlp", "none", seed, 0.98, epochs=3) for seed in (0, 1)]
+    for run, first in zip(runs, (0.80, 0.82), strict=True):
+        run.curves = {"val/acc": [first, 0.95, 0.97]}
+    fig, ax = plt.subplots()
+    _band(ax, runs, "val/acc", "C0", "none")
+    _zoom_accuracy(ax)
+    _epoch_axis(ax)
+    low, high = ax.get_xlim()
+    assert [tick for tick in ax.get_xticks() if low <= tick <= high] == [1, 2, 3]  # no 0.5, 1.5 or epoch 0
+    assert ax.get_ylim()[0] < 0.80 and ax.get_ylim()[1] > 0.97  # the first epoch, and its seeds' band, are shown
+    plt.close(fig)

@@ -106,7 +106,10 @@ def test_a_lock_is_exclusive_between_open_files_and_released_on_release(tmp_path
     lock = FolderLock(tmp_path)
     assert holder_of(tmp_path) == (tmp_path / LOCK_FILE).read_text().strip()
     lock.release()
-    assert holder_of(tmp_path) is None and (tmp_path / LOCK_FILE).read_text() == ""
+    assert holder_of(tmp_path) is None and not (tmp_path / LOCK_FILE).exists()  # no stale lock file is left
+    again = FolderLock(tmp_path)  # the folder can be locked again, in a new file
+    assert holder_of(tmp_path) is not None
+    again.release()
 
 
 def test_two_sweeps_into_one_folder_never_train_the_same_job(synthetic_mnist, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def write_small_sweep(logdir: Path) -> None:
     from tensorboard.plugins.hparams import summary_v2 as hp
     from torch.utils.tensorboard import SummaryWriter
 
-    from mnist_study.training.tensorboard import comparison_layout
+    from mnist_study.training.tensorboard import comparison_layout, comparison_tag
 
     for model, offset in (("mlp", 0.0), ("cnn", 0.05)):
         with SummaryWriter(logdir / f"model={model}") as writer:
@@ -60,10 +60,12 @@ def write_small_sweep(logdir: Path) -> None:
             config = hp.hparams_config_pb(hparams=[hp.HParam("model")], metrics=[hp.Metric("val/acc")])
             writer.file_writer.add_summary(config)
             writer.file_writer.add_summary(hp.hparams_pb({"model": model}, trial_id=model))
-            for epoch in range(3):
-                tags = ("train/acc", "val/acc", f"val_by_model/{model}/acc", "val_by_regularizer/none/acc")
-                for tag in (*tags, *(f"val_vs_train/model={model}/{stage}_acc" for stage in ("train", "val"))):
-                    writer.add_scalar(tag, 0.8 + offset + 0.05 * epoch, epoch)
+            for epoch, metric in ((epoch, metric) for epoch in range(3) for metric in ("acc", "loss")):
+                tags = [f"{stage}/{metric}" for stage in ("train", "val")]
+                tags += [f"val_by_model/{model}/{metric}", f"val_by_regularizer/none/{metric}"]
+                tags += [comparison_tag(f"model={model}", stage, metric) for stage in ("train", "val")]
+                for tag in tags:  # every chart of the layout has its lines, as after a real run
+                    writer.add_scalar(tag, 0.8 + offset + 0.05 * epoch, epoch + 1)
 
 
 def png_size(path: Path) -> tuple[int, int]:

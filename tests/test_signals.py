@@ -39,7 +39,7 @@ def test_sigterm_stops_a_run_with_143_a_record_and_the_last_finished_epoch_which
 
     assert code == 143
     record = (run_dir / "failed.txt").read_text().strip()
-    assert record.startswith("terminated by SIGTERM after epoch 0 (checkpoints/last.ckpt holds it); resume it with: ")
+    assert record.startswith("terminated by SIGTERM after epoch 1 (checkpoints/last.ckpt holds it); resume it with: ")
     assert stderr.strip().splitlines()[-1] == f"error: {record}"
     assert last_epoch(run_dir) == 0 and not (run_dir / "result.json").exists()
 
@@ -61,7 +61,7 @@ def test_sigint_stops_a_run_with_130_and_a_record(synthetic_mnist, tmp_path: Pat
     run.proc.send_signal(signal.SIGINT)
     code, _, _ = run.finish()
     assert code == 130
-    assert (run_dir / "failed.txt").read_text().startswith("terminated by SIGINT after epoch 0")
+    assert (run_dir / "failed.txt").read_text().startswith("terminated by SIGINT after epoch 1")
     assert last_epoch(run_dir) == 0
 
 
@@ -80,7 +80,7 @@ def test_sigterm_stops_a_sweep_which_still_reports_and_a_rerun_finishes_it(synth
         (softmax / "failed.txt")
         .read_text()
         .startswith(
-            f"terminated by SIGTERM after epoch 0 (checkpoints/last.ckpt holds it); re-run the same command with "
+            f"terminated by SIGTERM after epoch 1 (checkpoints/last.ckpt holds it); re-run the same command with "
             f"hydra.sweep.dir={sweep_dir} to resume it"
         )
     )
@@ -124,7 +124,7 @@ def test_under_slurm_sigusr1_requeues_the_job_and_its_sigterm_stops_the_run(synt
     assert calls.read_text().split() == ["requeue", "4242"]
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt")), "Lightning's mid-step requeue checkpoint, which nothing reads"
     assert code == 143, stderr[-3000:]
-    assert (run_dir / "failed.txt").read_text().startswith("terminated by SIGTERM after epoch 0")
+    assert (run_dir / "failed.txt").read_text().startswith("terminated by SIGTERM after epoch 1")
 
 
 @pytest.mark.parametrize(("restarts", "restart_count", "requeued"), [("1", None, True), ("0", None, False),

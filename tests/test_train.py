@@ -1,6 +1,7 @@
 """train.py end to end on the synthetic set: TensorBoard tags, checkpoints, resume, sweeps, errors."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from lightning import Callback
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 from mnist_study.errors import UserError
 from mnist_study.models.classifier import MNISTClassifier
@@ -25,6 +27,21 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def steps(run_dir: Path) -> dict[str, list[int]]:
+    """Each scalar tag's x-axis values, as TensorBoard's event reader keeps them."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def layout(run_dir: Path) -> layout_pb2.Layout:
+    """The custom-scalars layout the run wrote."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    [written] = events.Tensors("custom_scalars__config__")
+    return layout_pb2.Layout.FromString(written.tensor_proto.string_val[0])
 
 
 def assert_logged_metrics_are_the_checkpoints(run_dir: Path, cfg: DictConfig, split: str = "val") -> None:
@@ -57,8 +74,9 @@ def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Pa
     assert not [tag for tag in logged if tag.startswith("hp/")]  # the HPARAMS tab reads val_best/ and val/ directly
     assert_logged_metrics_are_the_checkpoints(run, make_cfg())
 
-    checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
-    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
+    best_epoch = logged["val/acc"].index(max(logged["val/acc"])) + 1  # epochs count from 1, as in the log
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.ckpt", f"best-epoch{best_epoch:02d}.ckpt"}
+    assert not (run / "hparams.yaml").exists()  # Lightning's, which would hold {}: the config is in .hydra/
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["hyper_parameters"]["model"] == {"name": "mlp", "hidden_sizes": [512, 256]}
     assert saved["hyper_parameters"]["optimizer"]["lr"] == 0.001
@@ -79,9 +97,51 @@ def test_resume_continues_the_run_in_its_own_directory(make_cfg, tmp_path: Path)
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     resumed = ("model=softmax", "scheduler=none", "trainer.max_epochs=3", f"ckpt_path={last}")
     train(make_cfg(*resumed, output_dir=tmp_path / "second"))
-    logged = scalars(tmp_path / "first")
-    assert len(logged["val/acc"]) == 3  # epoch 0, then 1 and 2 after the resume, in one set of logs
+    logged = steps(tmp_path / "first")
+    assert logged["val/acc"] == logged[f"val_vs_train/{tmp_path.name}/first/acc/validation"] == [1, 2, 3]
     assert torch.load(last, weights_only=True)["epoch"] == 2
+
+
+def test_a_resume_that_redoes_an_epoch_keeps_one_curve(make_cfg, tmp_path: Path) -> None:
+    """A run killed after it logged an epoch but before that epoch's last.ckpt was written redoes the epoch when
+    resumed: TensorBoard, and the event reader the report uses, keep the redone epoch once."""
+    run = ("model=softmax", "scheduler=none", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}")
+    train(make_cfg("model=softmax", "scheduler=none"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    after_epoch_1 = last.read_bytes()
+    train(make_cfg(*run, "trainer.max_epochs=2"))
+    last.write_bytes(after_epoch_1)  # epoch 2 is logged, its checkpoint lost
+    train(make_cfg(*run, "trainer.max_epochs=3"))
+
+    logged = steps(tmp_path / "run")
+    for tag in ("val/acc", "train/loss", "train/lr", f"val_vs_train/{tmp_path.name}/run/acc/train"):
+        assert logged[tag] == [1, 2, 3], tag
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) > 3  # the redone epoch's old file is kept
+
+
+def test_a_job_trained_again_from_scratch_in_its_folder_replaces_its_curves(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("model=softmax", "trainer.max_epochs=2"))
+    for stale in [tmp_path / "run" / "result.json", *(tmp_path / "run" / "checkpoints").iterdir()]:
+        stale.unlink()  # e.g. a sweep job that failed is trained again
+    train(make_cfg("model=softmax", "trainer.max_epochs=1"))
+    assert steps(tmp_path / "run")["val/acc"] == [1]
+
+
+def test_a_sweep_run_again_draws_each_run_in_its_own_charts(make_cfg, tmp_path: Path) -> None:
+    """The same job in two sweep folders under one log root (tensorboard --logdir outputs/multirun): each
+    per-run chart of Custom Scalars matches its own run's two series, train and validation, never the other's."""
+    for sweep in ("sweep-1", "sweep-2"):
+        train(make_cfg("model=softmax", output_dir=tmp_path / sweep / "softmax-none,seed=0"))
+    runs = {events.parent for events in tmp_path.glob("*/*/events.out.tfevents.*")}
+    tags = {run: set(steps(run)) for run in runs}
+    charts = [chart for run in runs for category in layout(run).category for chart in category.chart]
+    per_run = [chart for chart in charts if chart.title.endswith(", train vs validation")]
+    assert len(per_run) == 4 and len({chart.title for chart in per_run}) == 4  # acc and loss of each run
+    for chart in per_run:
+        (pattern,) = chart.multiline.tag
+        matches = {(run.parent.name, tag) for run in runs for tag in tags[run] if re.match(pattern, tag)}
+        assert len(matches) == 2 and len({run for run, _ in matches}) == 1, chart.title
+        assert {tag.rsplit("/", 1)[1] for _, tag in matches} == {"train", "validation"}
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(make_cfg, tmp_path: Path) -> None:
@@ -98,12 +158,26 @@ def test_cli_single_run_and_wrong_options(synthetic_mnist, tmp_path: Path) -> No
     ok = run_script("train.py", "model=softmax", f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
     assert "test/acc=" in ok.stdout and list((tmp_path / "run").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "run" / "run.lock").exists() and not (tmp_path / "run" / "hparams.yaml").exists()
+    assert re.search(r"^epoch 1/1  train loss \S+ acc \S+  val loss \S+ acc \S+  \d+\.\d s$", ok.stdout, re.M)
+    assert (
+        "][mnist_study.training.callbacks][INFO] - epoch 1/1  train loss"
+        in (tmp_path / "run" / "train.log").read_text()
+    )
 
     # Hydra's own message for an option that does not exist; a bad value of a real option is one line of ours
     # (test_config_schema.py::test_train_py_refuses_a_bad_value_with_one_line_and_exit_code_1).
     wrong = run_script("train.py", "model=foo", *overrides, cwd=ROOT)
     assert wrong.returncode != 0
     assert "Available options in 'model'" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_help_lists_the_groups_a_user_chooses_from() -> None:
+    result = run_script("train.py", "--help", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "model: cnn, mlp, softmax\n" in groups and "regularizer: bn, dropout, none\n" in groups
+    assert "schema" not in groups and "hydra" not in groups  # the typed schemas are internal
 
 
 def test_a_bad_command_line_is_answered_before_torch_and_lightning_load() -> None:

@@ -9,7 +9,7 @@ docs/screenshots), as 1600 x 1000 PNGs
 
     timeseries.png               the Time Series page (#timeseries), as a new user first sees it
     timeseries_train_val.png     the same, filtered to ^(train|val)/(acc|loss)$ and unsmoothed
-    custom_scalars.png           Custom Scalars (#custom_scalars)
+    custom_scalars.png           Custom Scalars (#custom_scalars), the first row's legends ("Matches") opened
     hparams_table.png            HParams, its table view (#hparams)
     hparams_parallel.png         HParams, its parallel-coordinates view (a click, over the DevTools pipe)
 
@@ -51,8 +51,16 @@ FIND_ALL = """const all = [];
 # Time Series: every scalar card in view has drawn a line (forceSVG=true: as SVG paths, not in a WebGL worker)
 TIMESERIES_READY = """const cards = all.filter((e) => e.localName === 'scalar-card-component' && shown(e));
   return cards.length > 0 && cards.every((card) => card.querySelector('line-chart .series-view > svg path'));"""
+# Custom Scalars: every chart in view has drawn its lines; then the first row's "Matches" lists, the charts' legends
+# (which series is train, which validation), are opened once.
 CUSTOM_SCALARS_READY = """const charts = all.filter((e) => e.localName === 'vz-line-chart2' && shown(e));
-  return charts.length > 0 && charts.every((chart) => (chart.shadowRoot || chart).querySelector('path.line'));"""
+  if (!(charts.length > 0 && charts.every((chart) => (chart.shadowRoot || chart).querySelector('path.line'))))
+    return false;
+  if (window.legendsOpened) return true;
+  const toggles = all.filter((e) => e.classList && e.classList.contains('toggle-matches-button') && shown(e));
+  toggles.slice(0, 3).forEach((toggle) => toggle.click());
+  window.legendsOpened = true;
+  return false;"""
 HPARAMS_READY = """const grid = all.find((e) => e.localName === 'vaadin-grid');
   return Boolean(grid && grid.items && grid.items.length);"""
 # the PARALLEL COORDINATES VIEW tab clicked (again, until its view shows) and the plot's lines drawn

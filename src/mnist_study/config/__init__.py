@@ -1,5 +1,6 @@
-"""train.py's configuration: the typed schemas (schema), the checks beyond types (checks), and the check of a
-whole command line before anything runs (command_line). conf/ holds the values; this package their rules."""
+"""train.py's configuration: the typed schemas (schema), the checks beyond types (checks), the check of a whole
+command line before anything runs (command_line) and --help's list of groups (help). conf/ holds the values; this
+package their rules."""
 
 from typing import Any
 

@@ -10,12 +10,12 @@ from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_study.config.schema import GROUPS, Allowed, LoggerConfig, TrainConfig, TrainerConfig
+from mnist_study.config.loggers import check_callbacks_have_a_logger, check_loggers
+from mnist_study.config.schema import GROUPS, Allowed, TrainConfig, TrainerConfig
 from mnist_study.errors import UserError
 
-# Arguments that train.py passes to lightning.Trainer / TensorBoardLogger itself.
+# Arguments that train.py passes to lightning.Trainer itself.
 TRAINER_ARGUMENTS_SET_BY_TRAIN = ("logger", "callbacks", "default_root_dir", "plugins")
-LOGGER_ARGUMENTS_SET_BY_TRAIN = ("save_dir", "name", "version", "default_hp_metric", "kwargs")
 
 
 def check_names(cfg: DictConfig) -> None:
@@ -39,7 +39,8 @@ def check_config(cfg: DictConfig) -> None:
         if isinstance(node, DictConfig) and node.get("name") in options:
             check_fields(node, options[node.name], f"{group}.")
     check_extra_keys(cfg.get("trainer"), "trainer")
-    check_extra_keys(cfg.get("logger"), "logger")
+    check_loggers(cfg.get("logger"))
+    check_callbacks_have_a_logger(cfg.get("logger"), cfg.get("callbacks"))
     optimizer = cfg.get("optimizer")
     if isinstance(optimizer, DictConfig) and optimizer.get("nesterov") and not optimizer.get("momentum"):
         raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0, got 0: set both, or nesterov=false")
@@ -47,10 +48,10 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_fields(node: DictConfig, schema: type, prefix: str) -> None:
     """Value checks of `schema`'s fields in `node`, recursively; keys outside the schema are refused, except
-    under trainer and logger, whose extra keys check_extra_keys compares with the real signatures."""
+    under trainer, whose extra keys check_extra_keys compares with lightning.Trainer's signature."""
     hints = get_type_hints(schema)
     known = {f.name: f for f in fields(schema)}
-    if prefix not in ("trainer.", "logger."):
+    if prefix != "trainer.":
         for key in node:
             if key not in known:
                 raise unknown_key(f"{prefix}{key}", schema, prefix)
@@ -87,14 +88,10 @@ def label(schema: type, prefix: str) -> str:
 
 
 def check_extra_keys(node: Any, group: str) -> None:
-    """Keys added with +trainer.<key>= (+logger.<key>=) must be arguments of the class they are passed to."""
+    """Keys added with +trainer.<key>= must be arguments of lightning.Trainer."""
     if not isinstance(node, DictConfig):
         return
-    schema, receiver, set_by_train = (
-        (TrainerConfig, "lightning.Trainer", TRAINER_ARGUMENTS_SET_BY_TRAIN)
-        if group == "trainer"
-        else (LoggerConfig, "TensorBoardLogger", LOGGER_ARGUMENTS_SET_BY_TRAIN)
-    )
+    schema, receiver, set_by_train = TrainerConfig, "lightning.Trainer", TRAINER_ARGUMENTS_SET_BY_TRAIN
     known = [f.name for f in fields(schema)]
     arguments = [name for name in receiver_arguments(group) if name not in set_by_train]
     for key in node:
@@ -109,10 +106,6 @@ def check_extra_keys(node: Any, group: str) -> None:
 
 def receiver_arguments(group: str) -> list[str]:
     # Lightning is imported only here: Hydra imports this module whenever it starts (hydra_plugins/), q1.py too.
-    if group == "trainer":
-        import lightning as L
+    import lightning as L
 
-        return list(inspect.signature(L.Trainer).parameters)
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    return list(inspect.signature(TensorBoardLogger).parameters)
+    return list(inspect.signature(L.Trainer).parameters)

@@ -5,18 +5,20 @@ bad value in a sweep stops the sweep before its first job."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from mnist_study.config.checks import check_config, unknown_key
+from mnist_study.config.loggers import installed
 from mnist_study.config.schema import CONFIG_NAME, Allowed
 from mnist_study.errors import UserError, first_line
 
@@ -38,9 +40,10 @@ def check_command_line(
             continue
         key = override.get_key_element()
         if override.is_sweep_override():
-            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            choices[key] = sweep_values(key, override)
         else:
             choices[key] = [override.input_line or f"{key}={override.get_value_element_as_str()}"]
+    check_optional_packages(choices)
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
         first = [lines[0] for lines in choices.values()]
         base = compose_job(first, return_hydra_config=True)
@@ -50,15 +53,57 @@ def check_command_line(
         for key, values in swept.items():
             if not any(k.lstrip("+~") == str(key).lstrip("+~") for k in choices):
                 parsed_values = OverridesParser.create().parse_overrides([f"{key}={values}"])[0]
-                choices[str(key)] = [f"{key}={value}" for value in parsed_values.sweep_string_iterator()]
+                choices[str(key)] = sweep_values(str(key), parsed_values)
+        # A grid sweeper runs every combination; a sampler (hparams_search=optuna) draws its own, so there each
+        # value is checked once, beside the first value of every other key.
+        grid = str(OmegaConf.select(base, "hydra.sweeper._target_")).endswith("BasicSweeper")
         count = 0
-        for job in itertools.product(*choices.values()):
+        for job in itertools.product(*choices.values()) if grid else one_change_at_a_time(choices):
             cfg = compose_job(list(job))
             if cfg is None:
                 return count
             check(cfg)
             count += 1
     return count
+
+
+def one_change_at_a_time(choices: dict[str, list[str]]) -> Iterator[list[str]]:
+    first = [values[0] for values in choices.values()]
+    yield first
+    for index, values in enumerate(choices.values()):
+        for value in values[1:]:
+            yield [*first[:index], value, *first[index + 1 :]]
+
+
+def sweep_values(key: str, override: Override) -> list[str]:
+    """The overrides a sweep's jobs get: each value of a choice or range; the two ends of an interval, between
+    which a sampler (hparams_search=optuna) draws."""
+    if override.is_interval_sweep():
+        interval = override.value()
+        return [f"{key}={interval.start}", f"{key}={interval.end}"]
+    return [f"{key}={value}" for value in override.sweep_string_iterator()]
+
+
+# Group options that need an optional package: (group, option) -> (the extra in pyproject.toml, [(module, package)]).
+OPTIONAL_PACKAGES = {
+    ("hparams_search", "optuna"): (
+        "optuna",
+        [
+            ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+            ("optuna", "optuna"),
+            ("sklearn", "scikit-learn"),  # optuna.importance
+        ],
+    ),
+}
+
+
+def check_optional_packages(choices: dict[str, list[str]]) -> None:
+    for (group, option), (extra, packages) in OPTIONAL_PACKAGES.items():
+        if f"{group}={option}" not in choices.get(group, []):
+            continue
+        for module, package in packages:
+            if not installed(module):
+                raise UserError(f"{group}={option} needs the {package} package: pip install -e '.[{extra}]'")
 
 
 def compose_job(overrides: list[str], return_hydra_config: bool = False) -> DictConfig | None:

@@ -1,6 +1,6 @@
 """train.py's typed configuration: dataclass schemas in Hydra's ConfigStore.
 
-conf/train.yaml lists `train_schema` first in its defaults (the top-level keys, `data`, `trainer`, `logger`)
+conf/train.yaml lists `train_schema` first in its defaults (the top-level keys, `data`, `trainer`)
 and `schema/<group>: ${<group>}` before each option group, so OmegaConf checks every value's type as the
 config is composed. What a type cannot say (a positive batch size, a finite learning rate) is each field's
 `Allowed` metadata, checked by config.checks.
@@ -16,6 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from mnist_study.config.help import public_config_groups
 from mnist_study.runs.names import job_dirname, run_name, run_stamp
 
 CONFIG_NAME = "train"
@@ -50,6 +51,8 @@ CHANNELS = Allowed(
     "a list of at most 4 positive integers (each entry halves the 28-pixel side)",
     lambda v: len(v) <= 4 and all(x >= 1 for x in v),
 )
+# What a search optimizes: a validation number of result.json, never a test one.
+VALIDATION_METRIC = Allowed("best_val/acc or null", lambda v: v is None or v == "best_val/acc")
 LEARNING_RATES = Allowed(
     "a mapping of model names to finite numbers > 0", lambda v: all(POSITIVE_NUMBER.test(x) for x in v.values())
 )
@@ -88,12 +91,6 @@ class TrainerConfig:
     sync_batchnorm: bool = False
     fast_dev_run: Any = False  # an int (batches) or a bool
     overfit_batches: Any = 0.0  # an int (batches) or a float (a fraction)
-
-
-@dataclass
-class LoggerConfig:
-    log_graph: bool = False
-    flush_secs: int = field(default=30, metadata=POSITIVE_INT.meta)
 
 
 @dataclass
@@ -184,10 +181,11 @@ class TrainConfig:
     compile: bool = False
     fill_uninitialized_memory: bool = False
     output_dir: str = "???"
+    optimized_metric: Optional[str] = field(default=None, metadata=VALIDATION_METRIC.meta)  # noqa: UP045
     tuned_lr: dict[str, float] = field(default_factory=dict, metadata=LEARNING_RATES.meta)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: Any = None  # name -> {_target_: a Lightning logger, its arguments}, checked by config.loggers
     model: Any = None
     regularizer: Any = None
     optimizer: Any = None
@@ -215,3 +213,4 @@ def register() -> None:
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)

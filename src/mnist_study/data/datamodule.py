@@ -143,7 +143,8 @@ class MNISTDataModule(L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def _eval_batches(self, split: str) -> TensorBatches:
+    def eval_dataloader(self, split: str) -> TensorBatches:
+        """The batches of one split ("val" or "test") in their order, as validation and test read them."""
         images, labels = self.splits[split]
         rank, world_size = self._rank()
         # Evaluation shards are disjoint and unpadded, so the synced metrics count every image once.
@@ -167,8 +168,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> TensorBatches | list[TensorBatches]:
         if self.test_every_epoch:
-            return [self._eval_batches("val"), self._eval_batches("test")]
-        return self._eval_batches("val")
+            return [self.eval_dataloader("val"), self.eval_dataloader("test")]
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> TensorBatches:
-        return self._eval_batches("test")
+        return self.eval_dataloader("test")

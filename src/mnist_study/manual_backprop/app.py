@@ -15,10 +15,14 @@ from mnist_study.manual_backprop.descent import HISTORY_FILE, History, descend, 
 from mnist_study.manual_backprop.report import write_report
 from mnist_study.runs.artifacts import FAILURE_FILE
 
+# q1's TensorBoard group. It sorts after the study's groups (train/, val/, val_*), so that a TensorBoard opened on a
+# folder that holds both (tensorboard --logdir outputs) still opens Time Series on the study's train/ and val/.
+GROUP = "z_q1"
+
 
 def loss_tag(k: int) -> str:
     """Each K's own chart in TensorBoard, holding its two runs (the folders manual/ and autograd/)."""
-    return f"loss/k={k}"
+    return f"{GROUP}/loss_k={k}"
 
 
 def run(cfg: DictConfig) -> History:
@@ -31,9 +35,9 @@ def run(cfg: DictConfig) -> History:
     def log_epoch(epoch: int, h: History) -> None:
         writers["manual"].add_scalar(tag, h.loss_manual[-1], epoch)
         writers["autograd"].add_scalar(tag, h.loss_autograd[-1], epoch)
-        differences.add_scalar("diff/max_abs_param", h.max_abs_param_diff[-1], epoch)
-        differences.add_scalar("diff/max_abs_grad", h.max_abs_grad_diff[-1], epoch)
-        differences.add_scalar("diff/max_rel_grad", h.max_rel_grad_error[-1], epoch)
+        differences.add_scalar(f"{GROUP}/diff_max_abs_param", h.max_abs_param_diff[-1], epoch)
+        differences.add_scalar(f"{GROUP}/diff_max_abs_grad", h.max_abs_grad_diff[-1], epoch)
+        differences.add_scalar(f"{GROUP}/diff_max_rel_grad", h.max_rel_grad_error[-1], epoch)
 
     history = descend(settings, on_epoch=log_epoch)
     for writer in (*writers.values(), differences):

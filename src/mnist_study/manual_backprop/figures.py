@@ -42,8 +42,8 @@ def job_title(history: History, histories: list[History]) -> str:
 
 
 def plot_losses(histories: list[History], path: Path) -> Figure:
-    """One panel per K, each with its own scale (K=8 starts near 1000, K=2 near 1), and the relative
-    gradient difference of every K in the last panel."""
+    """One panel per K, each with its own logarithmic scale (K=8 falls from about 1000 to 1e-4: on a linear
+    scale, an "L"), and the relative gradient difference of every K in the last panel."""
     plt = pyplot()
     panels = len(histories) + 1
     columns = min(panels, 4)
@@ -56,6 +56,8 @@ def plot_losses(histories: list[History], path: Path) -> Figure:
         ax.plot(h.loss_manual, color=color, lw=3, alpha=0.45, label="manual")
         ax.plot(h.loss_autograd, color="black", ls="--", lw=1, label="autograd")
         ax.set(title=title, xlabel="epoch", ylabel="loss  ‖Cz‖²")
+        if min(h.loss_manual + h.loss_autograd) > 0:  # a loss of exactly 0 has no place on a log scale
+            ax.set_yscale("log")
         ax.legend(fontsize=8)
         error_ax.plot(h.max_rel_grad_error, color=color, label=title)
     error_ax.set(xlabel="epoch", ylabel="max relative difference", yscale="log", title="manual vs autograd gradients")
@@ -163,10 +165,21 @@ def graph_layout(nodes: dict[str, graph.Node], k: int, n_samples: int) -> GraphL
     return layout
 
 
-def draw_graph(settings: dict[str, Any], path: Path) -> GraphLayout:
-    """Build the study's graph with graph.py for a small K and draw its nodes as laid out."""
+GRAPH_K_UP_TO = 8  # the graph is built with real arrays: a K that ran, if it is small
+
+
+def graph_k(swept: list[int], n_samples: int) -> int:
+    """The K to draw the graph at: the smallest K that ran, up to GRAPH_K_UP_TO and not equal to N (a shape
+    would not say whether it is K or N); else 3 (4 when N = 3)."""
+    fitting = [k for k in sorted(set(swept)) if k <= GRAPH_K_UP_TO and (n_samples == 1 or k != n_samples)]
+    return fitting[0] if fitting else (3 if n_samples != 3 else 4)
+
+
+def draw_graph(settings: dict[str, Any], path: Path, swept: list[int] | None = None) -> GraphLayout:
+    """Build the study's graph with graph.py at a K that ran (graph_k of `swept`, default settings' K) and draw
+    its nodes as laid out. The graph's nodes and edges are the same for every K; only the shapes grow."""
     n_samples = int(settings.get("n_samples", 1))
-    k = 3 if n_samples != 3 else 4  # small, and never equal to N, so each shape names K or N
+    k = graph_k(swept or [int(settings["k"])], n_samples)
     a, b, c, x = initial_values(Settings(k=k, n_samples=n_samples))
     nodes = graph.build(a, b, c, x, settings.get("combine", "mul"))
     layout = graph_layout(nodes, k, n_samples)
@@ -192,8 +205,8 @@ def draw_graph(settings: dict[str, Any], path: Path) -> GraphLayout:
     ax.set_ylim(min(heights) - 0.7, max(heights) + 0.7)
     ax.axis("off")
     ax.set_title(
-        f"The computational graph graph.py builds (drawn at K={k}, N={n_samples}): forward along the arrows, "
-        "gradients back against them",
+        f"The computational graph graph.py builds, drawn for K={k}, N={n_samples} (the same nodes for every K): "
+        "forward along the arrows, gradients back against them",
         fontsize=9,
     )
     fig.tight_layout()

@@ -90,7 +90,7 @@ def write_report(histories: list[History], directory: Path, command: str, failur
     histories = by_k(histories)
     plot_losses(histories, directory / LOSS_FIGURE)
     plot_optimized_a(histories, directory / A_FIGURE)
-    layout = draw_graph(histories[0].settings, directory / GRAPH_FIGURE)
+    layout = draw_graph(histories[0].settings, directory / GRAPH_FIGURE, [h.settings["k"] for h in histories])
     devices = {h.device for h in histories}
     when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     a_as_text = [h for h in histories if h.settings["k"] <= A_AS_TEXT_UP_TO_K]

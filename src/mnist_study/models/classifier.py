@@ -110,7 +110,8 @@ class MNISTClassifier(L.LightningModule):
         self.log_epoch("test")
 
     def log_epoch(self, stage: str) -> None:
-        """`<stage>/acc` and `<stage>/loss`, with the epoch as TensorBoard's x-axis (Lightning's `step` key).
+        """`<stage>/acc` and `<stage>/loss`, with the epoch, counted from 1, as TensorBoard's x-axis (Lightning's
+        `step` key).
         The test result is not logged to TensorBoard here: callbacks.HParams writes it with the run's
         hyper-parameters, as val_best/*, so that train/ and val/ stay the first groups of Time Series."""
         metric = self.metrics[f"{stage}_metric"]
@@ -124,7 +125,7 @@ class MNISTClassifier(L.LightningModule):
                 f"{stage}/{name}", value, add_dataloader_idx=False, sync_dist=True, prog_bar=on_bar, logger=to_logger
             )
         if to_logger:
-            self.log("step", float(self.current_epoch), add_dataloader_idx=False, sync_dist=True)
+            self.log("step", float(self.current_epoch + 1), add_dataloader_idx=False, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer, scheduler = build_optimizer(
@@ -135,6 +136,7 @@ class MNISTClassifier(L.LightningModule):
         )
         if scheduler is None:  # a constant rate, as a schedule: LearningRateMonitor names only schedules' rates
             scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        # "name": the tag under which LearningRateMonitor logs the rate, in TensorBoard's train/ group
-        schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+        # "name": the tag of a LearningRateMonitor, if one is added (+callbacks.): the rate per optimizer step, in a
+        # group of its own that sorts after the study's; the run's train/lr is EpochLearningRate's, once an epoch
+        schedule = {"scheduler": scheduler, "interval": "step", "name": "z_steps/lr"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}

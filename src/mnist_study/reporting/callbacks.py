@@ -15,12 +15,17 @@ from mnist_study.reporting.tuning import write_tuning_report
 
 
 class StudyReport(Callback):
-    """Writes the report when a `train.py -m` sweep ends; exits non-zero if any job failed."""
+    """Writes the report when a `train.py -m` sweep ends; exits non-zero if any job failed. A search
+    (hparams_search=...) is summed up by its own callback instead."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("optimized_metric") is not None:  # a search: its summary is optuna.md, failed trials included
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = write_report(sweep_dir)
-        print(f"report: {sweep_dir / 'report.md'}\nlogs: tensorboard --logdir {sweep_dir}")
+        print(f"report: {sweep_dir / 'report.md'}")
+        if any(sweep_dir.glob("*/events.out.tfevents.*")):  # logger=tensorboard (the default) or among many
+            print(f"logs: tensorboard --logdir {sweep_dir}")
         if failed := [r for r in runs if not r.ok]:
             print(f"error: {len(failed)} of {len(runs)} runs have no result (listed in the report)", file=sys.stderr)
             sys.exit(1)

@@ -23,9 +23,10 @@ def _band(ax: Any, members: list[Run], tag: str, color: str, label: str, style: 
     length = min(len(c) for c in curves)
     columns = list(zip(*(c[:length] for c in curves), strict=True))
     mean = [statistics.fmean(col) for col in columns]
-    ax.plot(range(length), mean, style, color=color, label=label, lw=1.6)
+    epochs = range(1, length + 1)
+    ax.plot(epochs, mean, style, color=color, label=label, lw=1.6, marker="." if length < 10 else None)
     if len(curves) > 1:
-        ax.fill_between(range(length), [min(c) for c in columns], [max(c) for c in columns], color=color, alpha=0.2)
+        ax.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], color=color, alpha=0.2)
 
 
 def _comparison(runs: list[Run], fixed: str, value: str, path: Path) -> None:
@@ -42,6 +43,7 @@ def _comparison(runs: list[Run], fixed: str, value: str, path: Path) -> None:
     axes[1].set(xlabel="epoch", ylabel="validation loss", title=f"{fixed}={value}: validation loss", yscale="log")
     _zoom_accuracy(axes[0])
     for ax in axes:
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -50,10 +52,21 @@ def _comparison(runs: list[Run], fixed: str, value: str, path: Path) -> None:
 
 
 def _zoom_accuracy(ax: Any) -> None:
-    # The first epoch's low accuracy would squash the interesting part of the curves.
-    values = [y for line in ax.get_lines() for y in line.get_ydata()[1:]]
-    if values:
-        ax.set_ylim(max(min(values) - 0.005, 0), min(max(values) + 0.003, 1.0))
+    """Accuracy from just below its lowest point to just above its highest: every epoch shown, the first
+    included, and the seeds' bands too."""
+    if ax.has_data():
+        low, high = ax.dataLim.y0, ax.dataLim.y1
+        span = high - low
+        ax.set_ylim(max(low - 0.05 * span - 0.001, 0), min(high + 0.05 * span + 0.001, 1.0))
+
+
+def _epoch_axis(ax: Any) -> None:
+    """Epochs are whole numbers counted from 1: integer ticks only, from the first epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs := [x for line in ax.get_lines() for x in line.get_xdata()]:
+        ax.set_xlim(0.5, max(epochs) + 0.5)
 
 
 def _grid(runs: list[Run], metric: str, path: Path) -> None:
@@ -70,6 +83,7 @@ def _grid(runs: list[Run], metric: str, path: Path) -> None:
             _band(ax, members, f"train/{metric}", "C0", "train")
             _band(ax, members, f"val/{metric}", "C1", "validation")
             ax.set_title(f"{model} + {reg}" if members else f"{model} + {reg}: no result", fontsize=10)
+            _epoch_axis(ax)
             ax.grid(alpha=0.3)
             if metric == "loss":
                 ax.set_yscale("log")

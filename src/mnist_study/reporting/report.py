@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,17 @@ DROPOUT_MASKS = {
 }
 
 
-def differences(runs: list[Run]) -> list[tuple[str, str, Difference]]:
-    """(model label, regularizer, difference from BASELINE) in test accuracy, in points, per network."""
+def differences(runs: list[Run], measure: Callable[[Run], float] | None = None) -> list[tuple[str, str, Difference]]:
+    """(model label, regularizer, difference from BASELINE), per network, over the seeds: in test accuracy, in
+    points, or in `measure` of each run (runs where it is NaN left out)."""
+    measure = measure or (lambda r: 100 * r.test_acc)  # type: ignore[operator]
     rows = []
     for model in models_of(runs):
-        control = [100 * r.test_acc for r in group(runs, model, BASELINE)]  # type: ignore[operator]
+        control = [v for r in group(runs, model, BASELINE) if not math.isnan(v := measure(r))]
         if not control:
             continue
         for reg in regularizers_of(runs):
-            treated = [100 * r.test_acc for r in group(runs, model, reg)]  # type: ignore[operator]
+            treated = [v for r in group(runs, model, reg) if not math.isnan(v := measure(r))]
             if reg != BASELINE and treated:
                 rows.append((model, reg, welch(treated, control)))
     return rows
@@ -63,9 +66,28 @@ def difference_phrase(regularizer: str, result: Difference) -> str:
     return f"`{regularizer}` against `{BASELINE}`: {words} ({numbers})"
 
 
+def epoch_time(run: Run) -> float:
+    return run.mean(EPOCH_SECONDS)
+
+
+def time_phrase(regularizer: str, result: Difference, baseline_seconds: float) -> str:
+    """A regularizer's effect on the epoch time, with its interval and test (callers pass testable results)."""
+    words = verdict(result, higher="slower", lower="faster")
+    p = p_text(result.p_value)
+    change = 100 * result.difference / baseline_seconds
+    numbers = (
+        f"{result.difference:+.2f} s or {change:+.0f} % on {baseline_seconds:.2f} s, 95 % CI {result.low:+.2f} to "
+        f"{result.high:+.2f} s, p {p if p[0] == '<' else '= ' + p}"
+    )
+    if words in ("slower", "faster"):
+        return f"`{regularizer}` {words} than `{BASELINE}` ({numbers})"
+    return f"`{regularizer}` against `{BASELINE}`: {words} ({numbers})"
+
+
 def findings(runs: list[Run]) -> list[str]:
-    """Sentences derived from the numbers: each regularizer against none per model (Welch over the seeds),
-    the models' ranking per regularizer, batch norm's time cost."""
+    """Sentences derived from the numbers: each regularizer against none per model in test accuracy and in epoch
+    time (Welch over the seeds; a time difference only where it can be tested, with 2 seeds or more on each
+    side), the models' ranking per regularizer."""
     sentences = []
     by_model: dict[str, list[str]] = {}
     for model, reg, result in differences(runs):
@@ -77,14 +99,12 @@ def findings(runs: list[Run]) -> list[str]:
         if len(means) > 1:
             ranking = " > ".join(f"{m} ({100 * a:.2f}%)" for m, a in sorted(means.items(), key=lambda kv: -kv[1]))
             sentences.append(f"With `{reg}`: {ranking}.")
-    for model in models:
-        times = {reg: mean_std(r.mean(EPOCH_SECONDS) for r in group(runs, model, reg))[0] for reg in (BASELINE, "bn")}
-        if not math.isnan(times[BASELINE]) and not math.isnan(times["bn"]):
-            change = 100 * (times["bn"] / times[BASELINE] - 1)
-            sentences.append(
-                f"Batch norm changes {model}'s epoch time by {change:+.0f}% "
-                f"({times[BASELINE]:.2f} s -> {times['bn']:.2f} s)."
-            )
+    times: dict[str, list[str]] = {}
+    for model, reg, result in differences(runs, epoch_time):
+        if result.testable:
+            baseline = mean_std(epoch_time(r) for r in group(runs, model, BASELINE))[0]
+            times.setdefault(model, []).append(time_phrase(reg, result, baseline))
+    sentences += [f"**{model}**, epoch time: " + "; ".join(parts) + "." for model, parts in times.items()]
     return sentences
 
 
@@ -215,7 +235,7 @@ def convergence_section(runs: list[Run]) -> list[str]:
     lines = [
         "## Convergence and over-fitting",
         "",
-        "The epoch (from 0) at which validation accuracy first reaches its best, mean over seeds, and training "
+        "The epoch (counted from 1) at which validation accuracy first reaches its best, mean over seeds, and training "
         "minus validation accuracy at the last epoch in points, mean ± std over seeds: a large gap is "
         "over-fitting. Training accuracy is measured while training (dropout on, weights changing), so it can "
         "fall below validation accuracy.",
@@ -291,8 +311,10 @@ def markdown(runs: list[Run], sweep_dir: Path, figures: list[str]) -> str:
         "",
         *results_table(runs),
         "",
-        "Epochs are counted from 0; the best validation epoch is a mean over seeds. Epoch time is train + "
-        "validation, first epoch excluded.",
+        "Epochs are counted from 1 (epoch 1 is the first pass over the training set), here as in TensorBoard, the "
+        "log and the checkpoint names; the best validation epoch is a mean over seeds. Epoch time is train + "
+        "validation, first epoch excluded, mean ± std over seeds; a difference in it is stated below only with its "
+        "confidence interval.",
     ]
     if len({r.seed for r in ok}) > 1:
         lines.append("In the figures, lines are means over seeds and shaded bands span the lowest to the highest seed.")

@@ -1,15 +1,15 @@
 """A sweep read back from its run folders: one `Run` per job, from what the job wrote.
 
 `result.json` gives the test metrics and what ran (model, regularizer, seed, epochs, optimizer and learning
-rate, device, versions, times, confusion matrix); the TensorBoard event files the per-epoch curves (with
-TensorBoard's own reader); Hydra's `.hydra/` folder the overrides and the config of a run that failed. The
-report, the learning-rate tuning and the comparison of two sweeps all read sweeps through `collect`.
+rate, device, versions, times, confusion matrix); `epochs.csv` the per-epoch curves, whatever loggers the run
+had; Hydra's `.hydra/` folder the overrides
+and the config of a run that failed. The report, the learning-rate tuning and the comparison of two sweeps all
+read sweeps through `collect`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -28,6 +28,7 @@ from mnist_study.runs.artifacts import (
     OTHER_RANKS_FAILURE_FILES,
     RESULT_FILE,
 )
+from mnist_study.runs.epoch_rows import epoch_curves
 
 BASELINE = "none"  # the regularizer the others are compared with
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "test_epoch/acc", "test_epoch/loss")
@@ -93,9 +94,9 @@ class Run:
 
     @property
     def best_val_epoch(self) -> int | None:
-        """The first epoch (from 0) at which validation accuracy reached its best."""
+        """The first epoch (counted from 1, as everywhere) at which validation accuracy reached its best."""
         values = self.curves.get("val/acc")
-        return values.index(max(values)) if values else None
+        return values.index(max(values)) + 1 if values else None
 
     @property
     def last_gap(self) -> float:
@@ -108,16 +109,6 @@ class Run:
         # The first epoch pays for warm-up (allocations, caches): leave it out of the timing when possible.
         values = values[1:] if len(values) > 1 else values
         return statistics.fmean(values) if values else math.nan
-
-
-def read_events(run_dir: Path) -> dict[str, list[float]]:
-    """The scalars of each tag, in step order."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader narrates every file at INFO
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def overrides_of(run_dir: Path) -> dict[str, str]:
@@ -168,7 +159,7 @@ def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     if failures := [path for path in records if path.is_file()]:  # rank 0's first, else another DDP rank's
         run.error = "failed: " + failures[0].read_text().splitlines()[0]
         return run
-    scalars = read_events(run_dir)
+    scalars = epoch_curves(run_dir)
     run.curves = {tag: scalars[tag] for tag in EPOCH_TAGS if tag in scalars}
     result_file = run_dir / RESULT_FILE
     if not result_file.is_file():

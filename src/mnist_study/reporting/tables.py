@@ -28,14 +28,14 @@ def write_results_csv(runs: list[Run], path: Path) -> None:
 
 
 def write_curves_csv(runs: list[Run], path: Path) -> None:
-    """One row per run and epoch."""
+    """One row per run and epoch (counted from 1)."""
     columns = ["run", "model", "regularizer", "variant", "seed", "epoch", *EPOCH_TAGS]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for run in runs:
             epochs = max((len(v) for v in run.curves.values()), default=0)
-            for epoch in range(epochs):
-                row: list[Any] = [run.name, run.model, run.regularizer, run.variant, run.seed, epoch]
-                row += [run.curves[t][epoch] if epoch < len(run.curves.get(t, [])) else "" for t in EPOCH_TAGS]
+            for index in range(epochs):
+                row: list[Any] = [run.name, run.model, run.regularizer, run.variant, run.seed, index + 1]
+                row += [run.curves[t][index] if index < len(run.curves.get(t, [])) else "" for t in EPOCH_TAGS]
                 writer.writerow(row)

@@ -1,7 +1,8 @@
 """One run per folder: a run holds an `fcntl.flock` on `<run folder>/run.lock` while it trains.
 
 A second process that would train in the same folder is refused (a single run) or skips the job (a sweep). The
-operating system releases the lock when the holder dies, so the lock of a killed run is simply taken over.
+operating system releases the lock when the holder dies, so the lock of a killed run is simply taken over; a run
+that ends (finished, failed or stopped) deletes its lock file.
 """
 
 from __future__ import annotations
@@ -30,31 +31,43 @@ class FolderInUse(UserError):
 
 
 class FolderLock:
-    """An exclusive flock on `<folder>/run.lock`, held until release() or the end of the process."""
+    """An exclusive flock on `<folder>/run.lock`, held until release() or the end of the process. release()
+    deletes the file: a finished run's folder keeps no lock file; one left behind is a killed run's."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_holder(self.fd)
-            os.close(self.fd)
-            raise FolderInUse(
-                f"{folder} is in use by another live run ({holder or 'its process is alive'}): wait for it to "
-                "finish or stop it; two runs in one folder would overwrite each other's checkpoints"
-            ) from None
+        while True:
+            self.fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = read_holder(self.fd)
+                os.close(self.fd)
+                raise FolderInUse(
+                    f"{folder} is in use by another live run ({holder or 'its process is alive'}): wait for it to "
+                    "finish or stop it; two runs in one folder would overwrite each other's checkpoints"
+                ) from None
+            if self.holds_the_folders_file():
+                break
+            os.close(self.fd)  # its holder deleted the file while releasing it: lock the folder's file anew
         if previous := read_holder(self.fd):  # released by the OS when its process died, never by itself
             log.info("%s: taking over the lock of a run that ended without releasing it (%s)", folder, previous)
         started = datetime.now().astimezone().isoformat(timespec="seconds")
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
 
+    def holds_the_folders_file(self) -> bool:
+        try:
+            named, held = os.stat(self.folder / LOCK_FILE), os.fstat(self.fd)
+        except FileNotFoundError:
+            return False
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
     def release(self) -> None:
         if self.fd < 0:
             return
-        os.ftruncate(self.fd, 0)  # an empty lock file: released properly
+        (self.folder / LOCK_FILE).unlink(missing_ok=True)  # while still locked: no one else holds this file
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = -1

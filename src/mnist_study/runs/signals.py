@@ -120,10 +120,11 @@ def stop_record(signum: int, folder: Path | None, sweep_dir: str | None, command
         how = f"re-run the same command with hydra.sweep.dir={sweep_dir} to resume it"
     else:
         how = f"resume it with: {command or 'python train.py <the same options>'} ckpt_path={last.absolute()}"
-    return f"terminated by {name} after epoch {epoch} (checkpoints/last.ckpt holds it); {how}"
+    return f"terminated by {name} after epoch {epoch + 1} (checkpoints/last.ckpt holds it); {how}"
 
 
 def saved_epoch(checkpoint: Path) -> int | None:
+    """The checkpoint's epoch as Lightning counts it (from 0)."""
     if not checkpoint.is_file():
         return None
     import torch  # only where a checkpoint exists, so after training started: q1 and report.py never load it

@@ -1,5 +1,9 @@
-"""The run's Lightning callbacks besides the checkpoints and TensorBoard's views (training.tensorboard): timing,
-the divergence guard, per-epoch seeding and the per-epoch line. conf/callbacks/ lists which ones a run gets."""
+"""The run's Lightning callbacks besides TensorBoard's views (training.tensorboard): timing, the learning rate, the
+divergence guard, per-epoch seeding, the per-epoch line, the progress bar and the best checkpoint's name.
+conf/callbacks/ lists which ones a run gets.
+
+Everything a person reads counts epochs from 1, as the per-epoch line does: TensorBoard's x-axis (the `step` the
+module logs), the checkpoint names, the progress bar, the messages and the report."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 
 from mnist_study.errors import UserError
@@ -110,7 +115,7 @@ class DivergenceGuard(L.Callback):
                     "the training loss exploded at epoch %d: mean %.3g, over 100x chance level (ln 10 = 2.30); the "
                     "run goes on but its result is not trustworthy (result.json: exploded); lower the learning rate "
                     "(now optimizer.lr=%g, try optimizer.lr=%g)",
-                    trainer.current_epoch,
+                    trainer.current_epoch + 1,
                     mean,
                     self.lr,
                     self.lr / 10,
@@ -124,7 +129,7 @@ class DivergenceGuard(L.Callback):
         mean = float(module.epoch_training_loss())
         if not math.isfinite(mean):
             raise DivergenceError(
-                f"the training loss became non-finite at epoch {trainer.current_epoch}: the run diverged; lower "
+                f"the training loss became non-finite at epoch {trainer.current_epoch + 1}: the run diverged; lower "
                 f"the learning rate (now optimizer.lr={self.lr:g}, try optimizer.lr={self.lr / 10:g})"
             )
         return mean
@@ -171,7 +176,7 @@ class AfterEachEpoch(L.Callback):
 
 
 class EpochSummary(AfterEachEpoch):
-    """One line per finished epoch in the log (and so on the screen):
+    """One line per finished epoch in the log (and so on the screen), epochs counted from 1:
     `epoch 7/30  train loss 0.0213 acc 0.9934  val loss 0.0302 acc 0.9912  12.8 s`."""
 
     def epoch_done(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
@@ -179,7 +184,47 @@ class EpochSummary(AfterEachEpoch):
         parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
         for stage in ("train", "val"):
             if f"{stage}/loss" in metrics:
-                parts.append(f"{stage} loss {metrics[f'{stage}/loss']:.4f} acc {metrics[f'{stage}/acc']:.4f}")
+                loss = loss_text(metrics[f"{stage}/loss"])
+                parts.append(f"{stage} loss {loss} acc {metrics[f'{stage}/acc']:.4f}")
         if EPOCH_SECONDS in metrics:
             parts.append(f"{metrics[EPOCH_SECONDS]:.1f} s")
         log.info("  ".join(parts))
+
+
+def loss_text(loss: float) -> str:
+    """0.0213, and 3.2e-05 where four decimals would print a loss near zero as 0.0000."""
+    return f"{loss:.4f}" if loss >= 0.01 or loss == 0 else f"{loss:.3g}"
+
+
+LEARNING_RATE = "train/lr"
+
+
+class EpochLearningRate(L.Callback):
+    """Logs `train/lr`, the rate the optimizer holds at the end of each epoch (under one-cycle or cosine, the
+    schedule's value after the epoch's last step), with the epoch as x-axis like every other train/ chart. Once
+    an epoch: no per-step hook, and TensorBoard's train/ group keeps one x-axis."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.optimizers:
+            module.log(LEARNING_RATE, float(trainer.optimizers[0].param_groups[0]["lr"]), sync_dist=True)
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, its epoch counted from 1 and out of the total, as in the per-epoch line:
+    `Epoch 3/30`."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `{epoch}` in `filename` counts from 1 (best-epoch07.ckpt holds the model after the
+    line `epoch 7/30`). Only the name changes: the checkpoint's own "epoch" stays Lightning's."""
+
+    def format_checkpoint_name(
+        self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None, prefix: str | None = None
+    ) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)

@@ -63,18 +63,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 # --- the loader check -----------------------------------------------------------------------------------
 
 
-def check_loadable(path: str | os.PathLike) -> None:
+RESUME_ADVICE = "resume from an earlier checkpoint of the run, or start without ckpt_path"
+
+
+def check_loadable(path: str | os.PathLike, advice: str = RESUME_ADVICE) -> None:
     """Raise UnreadableCheckpoint, in one line naming the file and what is wrong, unless `path` is a Lightning
-    checkpoint that torch.load(weights_only=True) reads."""
+    checkpoint that torch.load(weights_only=True) reads. `advice` ends the message for a file cut short."""
     path = Path(path)
-    problem = checkpoint_problem(path)
+    problem = checkpoint_problem(path, advice)
     if problem:
         raise UnreadableCheckpoint(f"{path} {problem}")
 
 
-def checkpoint_problem(path: Path) -> str:
+def checkpoint_problem(path: Path, advice: str = RESUME_ADVICE) -> str:
     """What is wrong with `path` as a checkpoint, as the end of a sentence starting with its name; '' if nothing."""
-    earlier = "; resume from an earlier checkpoint of the run, or start without ckpt_path"
+    earlier = f"; {advice}"
     if not path.exists():
         return "does not exist: pass the path of a .ckpt file the run saved"
     if path.is_dir():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -14,8 +15,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, open_dict
 from torch import nn
@@ -31,8 +33,9 @@ from mnist_study.models.classifier import MNISTClassifier
 from mnist_study.runs.artifacts import RESULT_FILE, failure_file
 from mnist_study.runs.ending import in_multirun, process_rank
 from mnist_study.runs.locks import held_folders
-from mnist_study.training.callbacks import EXPLODED
+from mnist_study.training.callbacks import EXPLODED, EpochProgressBar
 from mnist_study.training.checkpoint_io import AtomicCheckpointIO
+from mnist_study.training.epochs_file import EpochsFile
 from mnist_study.training.error_analysis import ErrorAnalysis
 from mnist_study.training.precision import cpu_name, resolve_precision
 from mnist_study.training.resume import resume_point, run_dir_of
@@ -75,22 +78,37 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(options) for options in (cfg.get("callbacks") or {}).values() if options is not None]
 
 
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
+    """The logger group (conf/logger/), each logger writing into the run's folder and, where its entry leaves the
+    run's name null, naming the run after that folder."""
+    loggers = []
+    for options in (cfg.get("logger") or {}).values():
+        if options is None:  # logger.<name>=null drops one
+            continue
+        parameters = inspect.signature(get_class(options._target_)).parameters
+        placed: dict[str, Any] = {"save_dir": str(output_dir)} if "save_dir" in parameters else {}
+        placed |= {key: output_dir.name for key in ("name", "run_name") if key in options and options[key] is None}
+        loggers.append(instantiate(options, **placed))
+    return loggers
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None = None) -> L.Trainer:
     """The run's Trainer; `network` is what trainer.precision=auto sizes up."""
     options = as_dict(cfg, "trainer")
     log.info("precision: %s", resolve_precision(options, network))
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
         options["enable_progress_bar"] = sys.stderr.isatty()
-    logger = TensorBoardLogger(
-        save_dir=str(output_dir), name="", version="", default_hp_metric=False, **as_dict(cfg, "logger")
-    )
     with open_dict(cfg):
-        cfg.output_dir = str(output_dir)  # the callbacks' folders follow the run (a resume writes into its own)
+        cfg.output_dir = str(output_dir)  # loggers and callbacks follow the run (a resume writes into its own folder)
+    loggers = build_loggers(cfg, output_dir)
     remove_orphaned_temp_files(output_dir / "checkpoints")  # left by a save that was killed before its rename
     # The Trainer turns on torch.use_deterministic_algorithms for the process; this is its companion switch, which
     # torch documents as safe to turn off for programs that read no uninitialized memory (the runs stay bit for bit
     # reproducible: tests/test_conventions.py) and which costs a share of every CNN step on the CPU.
     torch.utils.deterministic.fill_uninitialized_memory = cfg.fill_uninitialized_memory
+    callbacks = build_callbacks(cfg)
+    if options["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(EpochProgressBar())  # Lightning's bar, counting epochs from 1 like the log
     # AtomicCheckpointIO: temp file in the checkpoint's folder, fsync, rename: on every filesystem. Under SLURM,
     # Lightning's auto-requeue would save an HPC checkpoint mid-step inside its SIGUSR1 handler, which nothing
     # resumes from: runs.signals handles SIGUSR1 instead, and a requeued run resumes from last.ckpt.
@@ -99,8 +117,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None =
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(
         **options,
-        logger=logger,
-        callbacks=build_callbacks(cfg),
+        logger=loggers or False,  # None would be Lightning's default logger
+        # epochs.csv, whatever the loggers (the report reads it); first, so its write precedes the epoch's timing
+        callbacks=[EpochsFile(), *callbacks],
         plugins=plugins,
         default_root_dir=str(output_dir),
     )
@@ -166,6 +185,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg)
     trainer = build_trainer(cfg, output_dir, classifier.net)
+    start_loggers(trainer, cfg)
     log.info(
         "device %s, channels_last %s, compile %s, data on the device %s",
         trainer.strategy.root_device,
@@ -198,11 +218,46 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if errors := next((c for c in trainer.callbacks if isinstance(c, ErrorAnalysis)), None):
         result |= {"per_class_acc": errors.per_class_acc, "confusion_matrix": errors.confusion_matrix}
     if trainer.is_global_zero:
-        trainer.logger.finalize("success")
+        finish_loggers(trainer, metrics)
         output_dir.mkdir(parents=True, exist_ok=True)  # debug=fast writes no logs or checkpoints there
         (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=1))
         print(
             f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
-            f"parameters={classifier.num_parameters} logs: tensorboard --logdir {output_dir}"
+            f"parameters={classifier.num_parameters} logs: {logs_hint(trainer, output_dir)}"
         )
     return result
+
+
+# The config's keys that are not the run's hyper-parameters or settings (where files go, what to log).
+NOT_PARAMETERS = ("logger", "callbacks", "tuned_lr", "output_dir", "ckpt_path")
+
+
+def start_loggers(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The run's resolved config, as hyper-parameters, to the loggers other than TensorBoard (whose HPARAMS tab
+    training.tensorboard.HParams writes with its own columns)."""
+    loggers = [logger for logger in trainer.loggers if not isinstance(logger, TensorBoardLogger)]
+    if not loggers:
+        return
+    parameters = {
+        key: as_dict(cfg, key) if isinstance(cfg[key], DictConfig) else cfg[key]
+        for key in cfg
+        if key not in NOT_PARAMETERS
+    }
+    for logger in loggers:
+        logger.log_hyperparams(parameters)
+
+
+def finish_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """The tested checkpoint's numbers to the loggers other than TensorBoard (which training.tensorboard.HParams
+    gives them), at the last epoch (counted from 1, as every logged epoch); then each logger closes its run."""
+    last_epoch = max(trainer.current_epoch, 1)  # after fit, current_epoch is the number of epochs run
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            logger.log_metrics(metrics, step=last_epoch)
+        logger.finalize("success")
+
+
+def logs_hint(trainer: L.Trainer, output_dir: Path) -> str:
+    if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+        return f"tensorboard --logdir {output_dir}"
+    return str(output_dir)

@@ -29,12 +29,7 @@ def check_resumable(ckpt_path: str | Path, cfg: DictConfig, name: str | None = N
     except UnreadableCheckpoint as err:
         raise UnreadableCheckpoint(f"ckpt_path={err}" if given else str(err)) from None
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = checkpoint.get("hyper_parameters")
-    if not isinstance(saved, dict) or not all(isinstance(saved.get(group), dict) for group in RESUMED_GROUPS[:3]):
-        raise UserError(
-            f"{name} is a Lightning checkpoint but not one of train.py (its hyper-parameters name no model, "
-            "regularizer and optimizer): pass the checkpoints/last.ckpt of a train.py run"
-        )
+    saved = train_py_options(checkpoint, name, "checkpoints/last.ckpt")
     for group in RESUMED_GROUPS:
         if isinstance(saved.get(group), dict) and (difference := option_difference(group, saved[group], cfg)):
             trained, asked = difference
@@ -45,6 +40,18 @@ def check_resumable(ckpt_path: str | Path, cfg: DictConfig, name: str | None = N
 
 
 RESUMED_GROUPS = ("model", "regularizer", "optimizer", "scheduler")  # a resumed run must keep all of these
+
+
+def train_py_options(checkpoint: dict[str, Any], name: str, wanted: str) -> dict[str, Any]:
+    """The options a train.py checkpoint was trained with (its hyper-parameters: model, regularizer, optimizer,
+    scheduler); UserError for a Lightning checkpoint of anything else, advising to pass `wanted` of a run."""
+    saved = checkpoint.get("hyper_parameters")
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(group), dict) for group in RESUMED_GROUPS[:3]):
+        raise UserError(
+            f"{name} is a Lightning checkpoint but not one of train.py (its hyper-parameters name no model, "
+            f"regularizer and optimizer): pass the {wanted} of a train.py run"
+        )
+    return saved
 
 
 def option_difference(group: str, saved: dict[str, Any], cfg: DictConfig) -> tuple[str, str] | None:

@@ -1,5 +1,7 @@
-"""TensorBoard's own views of a run, written with its APIs when TensorBoard is the logger: the comparison copies
-and the custom-scalars layout that draws them, and the HPARAMS table."""
+"""TensorBoard's own views of a run, written with its APIs when TensorBoard is among the loggers: the comparison copies
+and the custom-scalars layout that draws them, the HPARAMS table, and the mark that keeps one curve per run.
+
+Every chart's x-axis is the epoch, counted from 1 (the `step` that the module logs with its metrics)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,31 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
 from mnist_study.training.callbacks import AfterEachEpoch
 
+# The last part of the tags of a per-run chart's two series: what its legend ("Matches" under the chart) shows.
+SERIES = {"train": "train", "val": "validation"}
+METRIC_WORDS = {"acc": "accuracy", "loss": "loss"}
+
 
 def comparison_layout(run: str, model: str, regularizer: str) -> dict:
     """This run's part of TensorBoard's custom-scalars layout. TensorBoard merges the layouts of all runs in a
     log directory (the charts of same-titled categories), so the page holds charts for exactly the runs, models
-    and regularizers present: per run its training against its validation curves, per model its regularizers,
-    per regularizer its models (validation)."""
+    and regularizers present: per run its training against its validation curve, per model its regularizers,
+    per regularizer its models (validation). `run` (run_id) is unique in the outputs folder, so a run's own
+    charts never draw another run's curves, not even those of the same network in a sweep run again."""
 
     def per_run(metric: str) -> dict:
-        return {f"{run}: {metric}": ["Multiline", [f"^val_vs_train/{re.escape(run)}/(train|val)_{metric}$"]]}
+        # Both series have the run's colour; TensorBoard gives each a marker in the order its data server lists the
+        # tags, which varies, so the legend ("Matches" under the chart, and the tooltip) names them by their tags.
+        title = f"{run_title(run)}: {METRIC_WORDS[metric]}, train vs validation"
+        return {title: ["Multiline", [f"^val_vs_train/{re.escape(run)}/{metric}/(train|validation)$"]]}
 
     def chart(kind: str, name: str, metric: str) -> dict:
         return {f"{name}: val {metric}": ["Multiline", [f"^val_by_{kind}/{re.escape(name)}/{metric}$"]]}
@@ -35,9 +48,24 @@ def comparison_layout(run: str, model: str, regularizer: str) -> dict:
     }
 
 
-def run_label(trainer: L.Trainer) -> str:
-    """The run as TensorBoard lists it in a sweep: its folder's name (cnn-bn,seed=1)."""
-    return Path(trainer.default_root_dir).name
+def comparison_tag(run: str, stage: str, metric: str) -> str:
+    """The per-run copy of `<stage>/<metric>` that comparison_layout's per-run chart draws."""
+    return f"val_vs_train/{run}/{metric}/{SERIES[stage]}"
+
+
+def run_id(trainer: L.Trainer) -> str:
+    """The run as one name that no other run in the outputs folder has: its folder and the folder above it
+    (2026-12-04_10-00-00/cnn-bn,seed=1 for a sweep's job; runs/2026-12-04_10-00-00-123456_cnn-bn for a single
+    run). A sweep run again writes into a new sweep folder, so its jobs get new names."""
+    folder = Path(trainer.default_root_dir).absolute()
+    return f"{folder.parent.name}/{folder.name}"
+
+
+def run_title(run: str) -> str:
+    """A run_id as titles and the HPARAMS table show it, the run's own folder first (TensorBoard cuts long names
+    at the end): cnn-bn,seed=1 (2026-12-04_10-00-00)."""
+    parent, _, folder = run.rpartition("/")
+    return f"{folder} ({parent})" if parent else folder
 
 
 class StudyComparison(AfterEachEpoch):
@@ -52,26 +80,50 @@ class StudyComparison(AfterEachEpoch):
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if writer := rank_zero_writer(trainer):
-            writer.add_custom_scalars(comparison_layout(run_label(trainer), self.model, self.regularizer))
+            writer.add_custom_scalars(comparison_layout(run_id(trainer), self.model, self.regularizer))
 
     def epoch_done(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
         if not (writer := rank_zero_writer(trainer)):
             return
-        model, regularizer, run = self.model, self.regularizer, run_label(trainer)
+        model, regularizer, run, step = self.model, self.regularizer, run_id(trainer), epoch + 1
         metrics = trainer.callback_metrics  # already synced across ranks
         for metric in ("acc", "loss"):
             if (value := metrics.get(f"val/{metric}")) is not None:
-                writer.add_scalar(f"val_by_model/{model}/{metric}", float(value), epoch)
-                writer.add_scalar(f"val_by_regularizer/{regularizer}/{metric}", float(value), epoch)
+                writer.add_scalar(f"val_by_model/{model}/{metric}", float(value), step)
+                writer.add_scalar(f"val_by_regularizer/{regularizer}/{metric}", float(value), step)
             for stage in ("train", "val"):
                 if (value := metrics.get(f"{stage}/{metric}")) is not None:
-                    writer.add_scalar(f"val_vs_train/{run}/{stage}_{metric}", float(value), epoch)
+                    writer.add_scalar(comparison_tag(run, stage, metric), float(value), step)
 
 
 def rank_zero_writer(trainer: L.Trainer) -> SummaryWriter | None:
-    """The TensorBoard writer, on the rank that writes the logs."""
-    writer = getattr(trainer.logger, "experiment", None)
-    return writer if trainer.is_global_zero and isinstance(writer, SummaryWriter) else None
+    """The writer of the run's TensorBoardLogger, on the rank that writes the logs; None when TensorBoard is not
+    among the run's loggers (its views are then skipped)."""
+    if not trainer.is_global_zero:
+        return None
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    return logger.experiment if logger is not None else None
+
+
+class OneCurvePerRun(L.Callback):
+    """Marks where this fit's epochs start in the run's event file: a TensorBoard session start at the first epoch
+    it will log. TensorBoard (and its event reader, EventAccumulator) then drops every point at or after that
+    epoch that the folder's older event files hold: a resumed run continues its curves instead of drawing the
+    epochs it redoes a second time, and a job trained again from scratch in its folder replaces the old curves."""
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if writer := rank_zero_writer(trainer):  # after the checkpoint is restored: current_epoch is the next one
+            start = SessionLog(status=SessionLog.START)
+            writer.file_writer.add_event(Event(step=trainer.current_epoch + 1, session_log=start))
+
+
+class TensorBoardRunLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger, less the hparams.yaml it leaves in the run folder: that file would hold
+    `{}`, as the module logs no hyper-parameters to it; they are in .hydra/config.yaml and in HPARAMS."""
+
+    @rank_zero_only
+    def save(self) -> None:
+        self.experiment.flush()
 
 
 # The tested (best-validation) checkpoint's numbers, as TensorBoard tags: their group sorts after train/ and val/.
@@ -101,12 +153,14 @@ class HParams(L.Callback):
         metrics = [hp.Metric(tag, display_name=name) for tag, name in HPARAMS_METRICS.items()]
         writer.file_writer.add_summary(hp.hparams_config_pb(hparams=columns, metrics=metrics))
         values = {k: _hparam_value(v) for k, v in self.values.items()}
-        writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=run_label(trainer)))
+        # The trial id names the table's row. Unique per run: runs sharing one (a sweep run again, if it were the
+        # job's folder name alone) would be merged into one row, their metrics averaged.
+        writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=run_title(run_id(trainer))))
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not (writer := rank_zero_writer(trainer)):
             return
-        last_epoch = max(trainer.current_epoch - 1, 0)  # after fit, current_epoch is the number of epochs run
+        last_epoch = max(trainer.current_epoch, 1)  # after fit, current_epoch is the number of epochs run
         for metric, tag in TESTED.items():
             if (value := trainer.callback_metrics.get(metric)) is not None:
                 writer.add_scalar(tag, float(value), last_epoch)
@@ -117,4 +171,8 @@ class HParams(L.Callback):
 
 
 def _hparam_value(value: Any) -> bool | float | str:
-    return value if isinstance(value, (bool, int, float, str)) else str(value)
+    """Numbers stay numbers (lr: a log axis in the parallel-coordinates view); integers such as the seed are
+    labels, written as text: TensorBoard prints every number with 5 significant digits (seed 0 as 0.0000)."""
+    if isinstance(value, (bool, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,30 @@
+"""Try a trained checkpoint in the browser: python serve.py ckpt_path=<a .ckpt> [port=8000]
+(see docs/AFTER-TRAINING.md)."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_study.inference.config import command_line_check, register
+from mnist_study.runs.ending import refuse_bad_command_line, run_task
+from mnist_study.runs.signals import run_main
+
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    # Imported here, not above: --help and a bad command line answer before torch and Lightning load (seconds).
+    from mnist_study.inference.serve import serve
+    from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
+
+    skip_lightnings_nvml_check_without_gpus()
+    return run_task(serve, cfg)
+
+
+if __name__ == "__main__":
+    register()  # serve_schema, which conf/serve.yaml's defaults name
+    refuse_bad_command_line(sys.argv[1:], command_line_check("serve"), CONFIG_DIR)
+    run_main(main)
