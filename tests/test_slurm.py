@@ -161,7 +161,7 @@ def test_a_requeued_job_resumes_and_the_sweep_waits_for_it(
     assert int(job_field(job, "Restarts") or 0) >= 1
     run_dir = one_job(sweep_dir)
     same_numbers(json.loads((run_dir / "result.json").read_text()), uninterrupted)
-    assert len(scalars(run_dir)["val/acc"]) == EPOCHS  # resumed after epoch 0: no epoch was trained twice
+    assert len(scalars(run_dir)["val/acc"]) == EPOCHS  # resumed after the first epoch: none trained twice
     assert not (run_dir / "failed.txt").exists() and not list(run_dir.rglob("hpc_ckpt_*"))
     assert "1 of 1 runs complete" in (sweep_dir / "report.md").read_text()
 
@@ -180,7 +180,7 @@ def test_scancel_leaves_a_record_and_a_checkpoint_and_a_rerun_finishes(
     assert ended_state(job) == "CANCELLED"
     run_dir = one_job(sweep_dir)
     record = (run_dir / "failed.txt").read_text()
-    assert record.startswith("terminated by SIGTERM after epoch 0 (checkpoints/last.ckpt holds it); re-run the same "
+    assert record.startswith("terminated by SIGTERM after epoch 1 (checkpoints/last.ckpt holds it); re-run the same "
                              f"command with hydra.sweep.dir={sweep_dir} to resume it")  # fmt: skip
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     assert "terminated by SIGTERM" in (sweep_dir / "report.md").read_text()
@@ -236,7 +236,7 @@ def test_a_signal_to_the_waiting_sweep_cancels_its_jobs_and_reports(
 
     assert code == 128 + signum, run.output()[-4000:]
     assert ended_state(job) == "CANCELLED"
-    assert (one_job(sweep_dir) / "failed.txt").read_text().startswith("terminated by SIGTERM after epoch 0")
+    assert (one_job(sweep_dir) / "failed.txt").read_text().startswith("terminated by SIGTERM after epoch 1")
     assert (sweep_dir / "report.md").is_file()
 
 
