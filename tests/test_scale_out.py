@@ -17,7 +17,7 @@ from mnist_study.runs.names import check_shared_run_folder, shared_run_id
 from mnist_study.training import pipeline as training
 from mnist_study.training.pipeline import check_launch, train
 
-from .conftest import ROOT, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
+from .conftest import CONF, ROOT, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
 from .test_train import assert_logged_metrics_are_the_checkpoints, scalars
 
 
@@ -196,3 +196,19 @@ def test_each_slurm_task_must_be_one_rank_of_the_run(make_cfg) -> None:
         check_slurm_job(make_cfg("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"), 1, nodes=1)
     with pytest.raises(UserError, match=r"^hydra.launcher.nodes=2 but trainer.num_nodes=1: pass the same number"):
         check_slurm_job(make_cfg(), tasks_per_node=1, nodes=2)
+
+
+def test_without_the_cluster_extra_hydra_starts_without_a_warning_and_has_no_slurm_launcher() -> None:
+    # None in sys.modules makes every import of the upstream launcher fail, as if it were not installed.
+    code = (
+        "import sys; sys.modules['hydra_plugins.hydra_submitit_launcher'] = None\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "with initialize_config_dir(config_dir=sys.argv[1], version_base='1.3'):\n"
+        "    compose('train')\n"
+        "    try:\n"
+        "        compose('train', overrides=['hydra/launcher=slurm'])\n"
+        "    except Exception as err:\n"
+        "        print(type(err).__name__)\n"
+    )
+    result = run_script("-c", code, str(CONF), cwd=ROOT)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "MissingConfigException", "")
