@@ -1,5 +1,6 @@
 """Train one network on MNIST: python train.py model=cnn regularizer=bn (see README.md)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,5 +34,8 @@ def check_every_job(overrides: list[str], config_dir: Path) -> None:
 
 
 if __name__ == "__main__":
+    # submitit (the SLURM launcher) configures logging of its own when imported, which prints each warning three
+    # times; told not to, its records go through Hydra's logging (conf/train.yaml) and, in the jobs, to train.log.
+    os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
     refuse_bad_command_line(sys.argv[1:], check_every_job, CONFIG_DIR)  # every job, before any job runs
     run_main(main)  # a run or sweep stopped by SIGTERM/SIGINT exits with 128 + the signal

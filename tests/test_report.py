@@ -117,13 +117,15 @@ def test_report_lists_missing_and_failed_runs_and_reports_the_rest(sweep: Path, 
     for written in [*runs[0].glob("events.out.tfevents.*"), runs[0] / "epochs.csv", runs[0] / "result.json"]:
         written.unlink()  # killed before it logged anything
     (runs[1] / "failed.txt").write_text("DivergenceError: the training loss became non-finite\n")
+    (runs[2] / "failed.rank1.txt").write_text("RuntimeError: rank 1 lost its peer\n")  # only another DDP rank failed
 
     write_report(copy)
 
     report = (copy / "report.md").read_text()
-    assert "2 of 4 runs complete" in report
+    assert "1 of 4 runs complete" in report
     assert f"`{runs[0].name}`: incomplete: 0 of 2 epochs logged" in report
     assert f"`{runs[1].name}`: failed: DivergenceError" in report
+    assert f"`{runs[2].name}`: failed: RuntimeError: rank 1 lost its peer" in report
 
 
 def test_a_failing_job_does_not_stop_the_sweep(synthetic_mnist, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mnist_study.runs.ending import run_task
+from mnist_study.runs.locks import held_folders
 from mnist_study.runs.signals import stop_record
 from mnist_study.training.pipeline import train
 
@@ -26,6 +27,7 @@ def finished_run(synthetic_mnist, tmp_path_factory: pytest.TempPathFactory) -> P
     """A finished one-epoch softmax run, shared: tests copy it before they change anything."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     train(compose_train(synthetic_mnist, *CONSTANT_RATE, output_dir=run_dir))
+    held_folders().release_all()  # as run_task does when a run ends: the folder is left as train.py leaves it
     return run_dir
 
 

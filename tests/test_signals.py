@@ -1,5 +1,5 @@
 """A stopped run never looks like a success: real SIGTERM/SIGINT sent to train.py subprocesses held at an epoch
-start by tests.pause (pipes, not sleeps), and the SLURM case where SIGTERM stays Lightning's."""
+start by tests.pause (pipes, not sleeps), and the SLURM case where SIGTERM stays Lightning's and SIGUSR1 requeues."""
 
 import shlex
 import signal
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_study.runs import slurm
 from mnist_study.runs.signals import StopGuard
 
 from .conftest import ROOT, data_overrides
@@ -95,13 +96,20 @@ def test_sigterm_stops_a_sweep_which_still_reports_and_a_rerun_finishes_it(synth
     assert (softmax / "result.json").is_file() and (mlp / "result.json").is_file()
 
 
-def test_under_slurm_sigterm_is_left_to_lightning_whose_requeue_still_works(synthetic_mnist, tmp_path: Path) -> None:
-    """SLURM's variables make Lightning pick SLURMEnvironment (auto-requeue); a fake `scontrol` records the
-    requeue that Lightning's SIGUSR1 handler asks for. SIGTERM then ends the run through Lightning's own handler."""
+def fake_scontrol(tmp_path: Path, answer: str = "") -> tuple[Path, Path]:
+    """A `scontrol` that records its arguments and prints `answer`: (its folder, for PATH; the file of calls)."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls.txt"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "{answer}"\n')
     (bin_dir / "scontrol").chmod(0o755)
+    return bin_dir, calls
+
+
+def test_under_slurm_sigusr1_requeues_the_job_and_its_sigterm_stops_the_run(synthetic_mnist, tmp_path: Path) -> None:
+    """SLURM's variables make Lightning pick SLURMEnvironment, with its auto-requeue turned off (no HPC
+    checkpoint); the project's SIGUSR1 handler asks a fake `scontrol` for the requeue, whose SIGTERM then ends
+    the run through Lightning's own handler."""
+    bin_dir, calls = fake_scontrol(tmp_path)
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "pytest", "SLURM_PROCID": "0",
              "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
              "PATH": f"{bin_dir}:/usr/bin:/bin"}  # fmt: skip
@@ -109,14 +117,30 @@ def test_under_slurm_sigterm_is_left_to_lightning_whose_requeue_still_works(synt
     options = [*data_overrides(*synthetic_mnist), "model=softmax", "trainer.max_epochs=2", pause_override(epoch=1)]
     run = Run("train.py", *options, f"hydra.run.dir={run_dir}", cwd=ROOT, log_dir=tmp_path, env=slurm)
     run.wait_paused()
-    run.proc.send_signal(signal.SIGUSR1)  # SLURM's warning before the time limit (sbatch --signal=USR1@90)
-    run.proc.send_signal(signal.SIGTERM)  # then the stop; Python runs the handlers in signal-number order
+    run.proc.send_signal(signal.SIGUSR1)  # scancel --signal=USR1: a requeue asked for
+    run.proc.send_signal(signal.SIGTERM)  # then the requeue's stop; Python runs the handlers in signal-number order
     code, _, stderr = run.finish()
 
     assert calls.read_text().split() == ["requeue", "4242"]
-    assert list(run_dir.glob("hpc_ckpt_*.ckpt")), "Lightning's requeue checkpoint"
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt")), "Lightning's mid-step requeue checkpoint, which nothing reads"
     assert code == 143, stderr[-3000:]
     assert (run_dir / "failed.txt").read_text().startswith("terminated by SIGTERM after epoch 1")
+
+
+@pytest.mark.parametrize(("restarts", "restart_count", "requeued"), [("1", None, True), ("0", None, False),
+                                                                    ("1", "1", False), ("2", "1", True)])  # fmt: skip
+def test_a_job_being_requeued_is_told_from_one_ending_by_its_restart_count(
+    restarts: str, restart_count: str | None, requeued: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir, calls = fake_scontrol(tmp_path, f"JobId=4242 JobState=COMPLETING Reason=None Restarts={restarts}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    if restart_count is None:
+        monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restart_count)
+    assert slurm.being_requeued() is requeued
+    assert calls.read_text().split() == ["--oneliner", "show", "job", "4242"]
 
 
 def test_the_guard_leaves_sigterm_alone_under_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,6 +151,7 @@ def test_the_guard_leaves_sigterm_alone_under_slurm(monkeypatch: pytest.MonkeyPa
     try:
         assert signal.getsignal(signal.SIGTERM) is before
         assert signal.getsignal(signal.SIGINT) == guard.handle
+        assert signal.getsignal(signal.SIGUSR1) == guard.handle
     finally:
         guard.uninstall()
     monkeypatch.delenv("SLURM_JOB_ID")

@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from mnist_study.config.help import public_config_groups
-from mnist_study.runs.names import job_dirname, resume_folder, run_name
+from mnist_study.runs.names import job_dirname, resume_folder, run_name, run_stamp
 
 CONFIG_NAME = "train"
 SEED_LIMIT = 2**32  # lightning.seed_everything replaces a seed outside [0, 2**32) by a random one
@@ -324,5 +324,6 @@ def register() -> None:
             store.store(group=f"schema/{group}", name=name, node=schema, package=group)
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)
     OmegaConf.register_new_resolver("resume_folder", resume_folder, replace=True)

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mnist_study.config.schema import GROUPS, TrainerConfig
 from mnist_study.errors import UserError, first_line
-from mnist_study.runs.artifacts import EPOCH_SECONDS, FAILURE_FILE, IMAGES_PER_SECOND
+from mnist_study.runs.artifacts import EPOCH_SECONDS, FAILURE_FILE, IMAGES_PER_SECOND, OTHER_RANKS_FAILURE_FILES
 from mnist_study.runs.epoch_rows import epoch_curves
 from mnist_study.runs.folders import read_result
 
@@ -178,8 +178,9 @@ def read_run(run_dir: Path, sweep_dir: Path) -> Run:
     run.lr = learning_rate({}, run.overrides, cfg)
     run.epochs = config_value(cfg, "trainer.max_epochs")
     run.settings = {k: v for k, key in SETTINGS.items() if key and (v := config_value(cfg, key)) is not None}
-    if (run_dir / FAILURE_FILE).is_file():
-        run.error = "failed: " + first_line(RuntimeError((run_dir / FAILURE_FILE).read_text(errors="replace")))
+    records = [run_dir / FAILURE_FILE, *sorted(run_dir.glob(OTHER_RANKS_FAILURE_FILES))]
+    if failures := [path for path in records if path.is_file()]:  # rank 0's first, else another DDP rank's
+        run.error = "failed: " + first_line(RuntimeError(failures[0].read_text(errors="replace")))
         return run
     scalars = epoch_curves(run_dir)
     run.curves = {tag: scalars[tag] for tag in EPOCH_TAGS if tag in scalars}

@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 
 from mnist_study.atomic_files import DiskFull, write_text_atomically
 from mnist_study.errors import UserError, first_line
-from mnist_study.runs.artifacts import FAILURE_FILE
+from mnist_study.runs.artifacts import failure_file
 from mnist_study.runs.locks import FolderInUse, held_folders
+from mnist_study.runs.names import check_shared_run_folder
 from mnist_study.runs.signals import Terminated, stop_guard, stop_record
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def run_task(
             output_dir = Path(HydraConfig.get().runtime.output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
             message = one_line(err)
-            write_record(output_dir / FAILURE_FILE, message + "\n\n" + traceback.format_exc())
+            write_record(output_dir / failure_file(process_rank()), message + "\n\n" + traceback.format_exc())
             log.error("job %s failed: %s", HydraConfig.get().job.override_dirname, message)
             return None
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(err, UserError):
@@ -115,7 +116,7 @@ def record_stop(
     else:
         message = describe(signum, folder, sweep_dir)
     if folder is not None and folder.is_dir():
-        write_record(folder / FAILURE_FILE, message + "\n")
+        write_record(folder / failure_file(process_rank()), message + "\n")
     if multirun:
         log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
         return None
@@ -132,7 +133,7 @@ def not_started(signum: int) -> None:
             f"not started: the sweep was stopped by {name}; re-run the same command with hydra.sweep.dir={sweep_dir}"
         )
         folder.mkdir(parents=True, exist_ok=True)
-        write_record(folder / FAILURE_FILE, message + "\n")
+        write_record(folder / failure_file(process_rank()), message + "\n")
         log.error("job %s %s", HydraConfig.get().job.override_dirname, message)
         return None
     raise SystemExit(128 + signum)
@@ -144,6 +145,12 @@ def write_record(path: Path, text: str) -> None:
         write_text_atomically(path, text)
     except DiskFull as err:
         log.error("%s", err)
+
+
+def process_rank() -> int:
+    """This process's global rank in a DDP run, as Lightning knows it (0 where Lightning is not loaded, as in q1)."""
+    utilities = sys.modules.get("lightning.pytorch.utilities")
+    return int(getattr(utilities.rank_zero_only, "rank", 0)) if utilities is not None else 0
 
 
 def hydra_output_dir() -> Path | None:
@@ -171,10 +178,12 @@ def refuse_bad_command_line(
     argv: Sequence[str], check_command_line: Callable[[list[str], Path], object], config_dir: Path
 ) -> None:
     """For an entry point, before hydra.main: `error: ...` and exit code 1 for a bad option of any job that
-    `check_command_line(overrides, config_dir)` finds (it composes each job's config and raises UserError)."""
+    `check_command_line(overrides, config_dir)` finds (it composes each job's config and raises UserError), or
+    for processes of one run that would write into different folders."""
     if any(arg.startswith("-") and arg not in RUNNING_FLAGS for arg in argv):
         return
     try:
+        check_shared_run_folder(argv)
         check_command_line([arg for arg in argv if arg not in RUNNING_FLAGS], config_dir)
     except UserError as err:
         fail_in_one_line(err)

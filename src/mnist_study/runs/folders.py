@@ -4,6 +4,7 @@ an earlier attempt's files (moved into previous-<time>/, never deleted)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_study.errors import UserError
-from mnist_study.runs.artifacts import CONFUSION, FAILURE_FILE, MISTAKES, RESULT_FILE
+from mnist_study.runs.artifacts import CONFUSION, FAILURE_FILE, MISTAKES, OTHER_RANKS_FAILURE_FILES, RESULT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,8 @@ DAMAGED = ".damaged"  # result.json.damaged: a result file that did not read bac
 # What a run writes into its folder (and what a retrain from scratch moves aside); Hydra's .hydra/ and job log,
 # the lock and earlier previous-*/ folders stay.
 RUN_OUTPUTS = (
-    "events.out.tfevents.*", "checkpoints", f"{RESULT_FILE}*", FAILURE_FILE, f"{CONFUSION}.png", f"{MISTAKES}.png",
-    "hparams.yaml", "epochs.csv", "hpc_ckpt_*.ckpt",
+    "events.out.tfevents.*", "checkpoints", f"{RESULT_FILE}*", FAILURE_FILE, OTHER_RANKS_FAILURE_FILES,
+    f"{CONFUSION}.png", f"{MISTAKES}.png", "hparams.yaml", "epochs.csv", "hpc_ckpt_*.ckpt",
 )  # fmt: skip
 # result.json's keys that readers rely on, with their types
 RESULT_KEYS: dict[str, tuple[type, ...]] = {
@@ -96,7 +97,8 @@ def clear_for_a_new_run(folder: Path) -> Path | None:
     previous = folder / f"{PREVIOUS}{stamp}"
     previous.mkdir()
     for path in found:
-        path.replace(previous / path.name)
+        with contextlib.suppress(FileNotFoundError):  # another DDP rank deleted its own failure record meanwhile
+            path.replace(previous / path.name)
     log.info("%s held files of an earlier attempt: moved into %s/", folder, previous.name)
     return previous
 

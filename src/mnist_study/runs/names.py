@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shlex
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
+
+from mnist_study.errors import UserError
 
 MAX_NAME_BYTES = 255  # a file name's limit on ext4, xfs, btrfs, NFS
 HASH_CHARS = 10
@@ -74,3 +80,34 @@ def command_line_override(key: str, value: object) -> str:
         return f"{key}={text}"
     quoted = f"{key}='{text}'" if "'" not in text else f'{key}="{text}"'
     return f'"{quoted}"' if not set(quoted) & set('"$`\\!') else shlex.quote(quoted)
+
+
+def shared_run_id(environ: Mapping[str, str] = os.environ) -> str | None:
+    """What every process of one run shares when a launcher starts them all, on one node or several: torchrun's
+    rendezvous id (--rdzv-id; "none" when not given), or the SLURM job and step of `srun`, which a requeued job
+    keeps (so it finds its folder again). None for a process started on its own."""
+    if (rendezvous := environ.get("TORCHELASTIC_RUN_ID", "none")) != "none":
+        return "torchrun-" + re.sub(r"[^\w.-]", "_", rendezvous)
+    if "SLURM_JOB_ID" in environ and "SLURM_STEP_ID" in environ:
+        return f"slurm-{environ['SLURM_JOB_ID']}.{environ['SLURM_STEP_ID']}"
+    return None
+
+
+def run_stamp(pattern: str) -> str:
+    """The start of a single run's folder name: the shared run id of a run whose processes a launcher started,
+    else the time now in `pattern` (a resolver with use_cache: one value per process, as Hydra's `now`)."""
+    return shared_run_id() or datetime.now().strftime(pattern)
+
+
+def check_shared_run_folder(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> None:
+    """The processes of one run must write into one folder: refuse, before anything starts, a torchrun run whose
+    processes would each name their own (no --rdzv-id and no hydra.run.dir)."""
+    if any(arg in ("-m", "--multirun") or arg.lstrip("+").startswith("hydra.run.dir=") for arg in argv):
+        return
+    processes = int(environ.get("WORLD_SIZE", "1"))
+    if "TORCHELASTIC_RUN_ID" in environ and processes > 1 and shared_run_id(environ) is None:
+        raise UserError(
+            f"torchrun starts {processes} processes of this run and each would name its own run folder: give "
+            "torchrun --rdzv-id=<a name for this run> (the same on every node; the folder is then "
+            "outputs/runs/torchrun-<name>_<network>), or pass the same hydra.run.dir=<folder> to every process"
+        )

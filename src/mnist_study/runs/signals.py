@@ -4,7 +4,10 @@
 of ours and ends the loop at the next step boundary (never inside a checkpoint save); elsewhere ours raises
 `Terminated`. runs.ending then writes `failed.txt` in the run folder and exits with 128 + the signal (143, 130);
 in a sweep the remaining jobs are not started and the report is still written. Under SLURM (`SLURM_JOB_ID` set)
-SIGTERM is left to Lightning's SLURM handling (auto-requeue), untouched.
+SIGTERM is left to Lightning (which stops at the next step) and to submitit; SIGUSR1, the signal Lightning's own
+auto-requeue would take (turned off by training.pipeline, so that no mid-step HPC checkpoint is written), asks SLURM
+to requeue the job: the requeue's SIGTERM then stops the run, which resumes from its last.ckpt when it runs again
+(docs/SCALING-OUT.md).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mnist_study.runs import slurm
 from mnist_study.runs.names import command_line_override
 
 log = logging.getLogger(__name__)
@@ -58,8 +62,8 @@ class StopGuard:
 
     @property
     def handled_signals(self) -> tuple[int, ...]:
-        # Under SLURM, SIGTERM belongs to Lightning's SLURMEnvironment (auto-requeue) and to submitit.
-        return (signal.SIGINT,) if under_slurm() else (signal.SIGTERM, signal.SIGINT)
+        # Under SLURM, SIGTERM belongs to Lightning (a stop at the next step) and to submitit.
+        return (signal.SIGINT, signal.SIGUSR1) if under_slurm() else (signal.SIGTERM, signal.SIGINT)
 
     def install(self) -> bool:
         """Install the handlers (main thread only); False when they already were."""
@@ -75,6 +79,11 @@ class StopGuard:
         self.previous = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGUSR1:  # under SLURM: a requeue asked for (scancel --signal=USR1); every rank gets it
+            log.warning("received SIGUSR1: asking SLURM to requeue the job")
+            if slurm.global_rank() == 0:
+                slurm.request_requeue()
+            return
         if self.signum is not None:
             return  # already stopping: a second signal must not cut the clean-up short
         self.signum = signum

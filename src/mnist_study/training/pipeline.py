@@ -18,6 +18,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, open_dict
 from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -25,11 +26,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from mnist_study.atomic_files import remove_orphaned_temp_files, write_text_atomically
 from mnist_study.config import as_dict
 from mnist_study.config.checks import check_config
+from mnist_study.config.launch import SPAWN_UNDER_SLURM
 from mnist_study.data.datamodule import MNISTDataModule
 from mnist_study.errors import UserError
 from mnist_study.models.classifier import MNISTClassifier
-from mnist_study.runs.artifacts import FAILURE_FILE, RESULT_FILE
-from mnist_study.runs.ending import in_multirun
+from mnist_study.runs.artifacts import RESULT_FILE, failure_file
+from mnist_study.runs.ending import in_multirun, process_rank
 from mnist_study.runs.folders import clear_for_a_new_run, finished_result
 from mnist_study.runs.locks import held_folders
 from mnist_study.training.callbacks import EXPLODED, EpochProgressBar
@@ -109,12 +111,18 @@ def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None =
     callbacks = build_callbacks(cfg)
     if options["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(EpochProgressBar())  # Lightning's bar, counting epochs from 1 like the log
+    # AtomicCheckpointIO: temp file in the checkpoint's folder, fsync, rename: on every filesystem. Under SLURM,
+    # Lightning's auto-requeue would save an HPC checkpoint mid-step inside its SIGUSR1 handler, which nothing
+    # resumes from: runs.signals handles SIGUSR1 instead, and a requeued run resumes from last.ckpt.
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if started_by_slurm():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(
         **options,
         logger=loggers or False,  # None would be Lightning's default logger
         # epochs.csv, whatever the loggers (the report reads it); first, so its write precedes the epoch's timing
         callbacks=[EpochsFile(), *callbacks],
-        plugins=[AtomicCheckpointIO()],  # temp file in the checkpoint's folder, fsync, rename: on every filesystem
+        plugins=plugins,
         default_root_dir=str(output_dir),
     )
 
@@ -140,14 +148,24 @@ def run_facts(cfg: DictConfig, classifier: MNISTClassifier, trainer: L.Trainer) 
     }
 
 
+def started_by_slurm() -> bool:
+    """Whether Lightning takes this process's ranks from SLURM (srun). Its hint to use srun, given wherever srun
+    is installed, is Lightning's to give once, when it picks the environment itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SLURMEnvironment.detect()
+
+
 def check_launch(cfg: DictConfig) -> None:
     # Lightning starts the other ranks of strategy=ddp by re-running this command line; inside a -m sweep
     # that would re-run the whole sweep. Under SLURM the ranks are started by srun instead.
     if str(cfg.trainer.get("strategy")) == "ddp" and in_multirun() and "SLURM_NTASKS" not in os.environ:
         raise UserError(
             "trainer.strategy=ddp cannot start its ranks inside a -m sweep: add trainer.strategy=ddp_spawn, "
-            "or use hydra/launcher=submitit_slurm, where SLURM starts them"
+            "or use hydra/launcher=slurm, where SLURM starts them"
         )
+    if str(cfg.trainer.get("strategy")) == "ddp_spawn" and started_by_slurm():
+        raise UserError(SPAWN_UNDER_SLURM)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -164,9 +182,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint is not None:  # go on writing into the run's own folder: one run, one set of logs
         output_dir = run_dir_of(checkpoint) or output_dir
         held_folders().hold(output_dir)
-    else:
+    elif process_rank() == 0:  # once per run, before any rank writes: the Trainer is not built yet
         clear_for_a_new_run(output_dir)  # an earlier attempt's files go to previous-<time>/, not into this run
-    (output_dir / FAILURE_FILE).unlink(missing_ok=True)
+    (output_dir / failure_file(process_rank())).unlink(missing_ok=True)
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     datamodule = build_datamodule(cfg)
