@@ -41,6 +41,17 @@ def hold_override(marker: Path, epoch: int = 1) -> str:
     return f"+callbacks.hold={{_target_:tests.cluster.HoldAtEpoch,marker:'{marker}',epoch:{epoch}}}"
 
 
+FAILURE = "a failure inside the job (tests.cluster.FailAtStart)"
+FAIL_OVERRIDE = "+callbacks.fail={_target_:tests.cluster.FailAtStart}"
+
+
+class FailAtStart(Callback):
+    """Every rank raises as training starts: a failure that no check before the job can see."""
+
+    def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
+        raise RuntimeError(FAILURE)
+
+
 class RecordRank(Callback):
     """Each rank writes <folder>/rank<r>-epoch<e>.json: its world size, cluster environment and training images."""
 
