@@ -29,7 +29,8 @@ def profile(epochs: int, overrides: list[str], workdir: Path) -> dict[str, tuple
         sys.executable, "train.py", f"trainer.max_epochs={epochs}", "trainer.profiler=simple",
         f"hydra.run.dir={workdir / f'epochs{epochs}'}", *overrides,
     ]  # fmt: skip
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    out = done.stdout + done.stderr  # Lightning logs its profiler report
     actions = {}
     for line in out.splitlines():
         if (row := ROW.match(line)) and row["action"] != "Action":
@@ -50,15 +51,23 @@ def parts(actions: dict[str, tuple[int, float]]) -> dict[str, float]:
     backward = total(actions, r"Strategy\]\S*\.backward$")
     update = total(actions, r"LightningModule\]\S*\.optimizer_step$") - forward - backward
     update += total(actions, r"optimizer_zero_grad$|lr_scheduler_step$")
+    saves = total(actions, r"^save_checkpoint$")
+    epoch_hooks = r"^\[Callback\].*\.on_(train_epoch_start|train_epoch_end|validation_start|validation_end)$"
     return {
         "forward + loss (training_step)": forward,
         "backward": backward,
-        "optimizer update (Adam, zero_grad, schedule)": update,
+        "optimizer update (Adam, zero_grad, schedule, clipping hook)": update
+        + total(actions, r"configure_gradient_clipping$"),
         "next batch (data)": total(actions, r"train_dataloader_next$|batch_to_device$"),
-        "callbacks' batch hooks": total(actions, r"^\[Callback\].*_batch_(start|end)$"),
-        "validation (loop, forward, metrics)": total(actions, r"run_validation|_EvaluationLoop|validation_step"),
-        "callbacks' epoch hooks (checkpoints, loggers, epochs.csv)": total(actions, r"^\[Callback\].*_epoch_"),
-        "checkpoint saves": total(actions, r"save_checkpoint"),
+        "callbacks' batch hooks (every callback, every hook, each step)": total(
+            actions, r"^\[Callback\].*\.on_(train_batch|before|after)_\w+$"
+        ),
+        "validation (loop, forward, metrics)": total(
+            actions, r"val_next$|validation_step$|LightningModule\]\S*\.on_validation_epoch_(start|end)$"
+        ),
+        "checkpoint saves (2 files, fsync, rename)": saves,
+        "callbacks' epoch hooks, less the saves (epochs.csv, TensorBoard views, log line)": total(actions, epoch_hooks)
+        - saves,
     }
 
 
