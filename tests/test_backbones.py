@@ -3,23 +3,13 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch import nn
 
 from benchmarks.step_times import relu_before_pool
 from mnist_study.config.schema import GROUPS
 from mnist_study.models.backbones import BACKBONES, build_backbone, parameter_count
 
-from .conftest import CONF
-
-
-def shipped(model: str, regularizer: str) -> tuple[dict, dict]:
-    """The `model` and `regularizer` groups as conf/ ships them, composed by Hydra as train.py composes them."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", f"regularizer={regularizer}"])
-    return OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.regularizer)  # type: ignore[return-value]
-
+from .helpers.configs import shipped
 
 F_, L_, R, D, P = "Flatten", "Linear", "ReLU", "Dropout", "MaxPool2d"
 C, B1, B2 = "Conv2d", "BatchNorm1d", "BatchNorm2d"

@@ -6,7 +6,7 @@ import pytest
 from mnist_study.reporting import compare
 from mnist_study.reporting.stats import welch
 
-from .test_report import run_of
+from .helpers.runs import run_of
 
 
 def test_each_network_is_tested_across_the_two_sweeps() -> None:

@@ -30,7 +30,7 @@ from mnist_study.training.precision import auto_precision, forward_flops_per_ima
 from mnist_study.training.tensorboard import HParams, OneCurvePerRun, StudyComparison, run_title
 
 from .conftest import CONF, TEST_SIZE
-from .test_train import scalars
+from .helpers.logs import scalars
 
 
 def test_the_callbacks_group_lists_the_runs_callbacks_and_the_command_line_edits_it(make_cfg) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from mnist_study.models.backbones import build_backbone, parameter_count
 from mnist_study.models.dropout import Dropout, dropout
 
-from .test_backbones import shipped
+from .helpers.configs import shipped
 
 MODELS = ("softmax", "mlp", "cnn")
 DTYPES = (torch.float32, torch.bfloat16)

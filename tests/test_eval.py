@@ -8,28 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
 
 from mnist_study.errors import UserError
-from mnist_study.inference.config import register
 from mnist_study.inference.evaluate import EVAL_FILE, evaluate
 
-from .conftest import CONF, ROOT, run_script
-
-
-def tool_cfg(tool: str, *overrides: str, output_dir: Path) -> DictConfig:
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(tool, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.output_dir = str(output_dir)
-    return cfg
-
-
-def best_checkpoint(run: Path) -> Path:
-    [best] = (run / "checkpoints").glob("best-epoch*.ckpt")
-    return best
+from .conftest import ROOT, run_script
+from .helpers.configs import tool_cfg
+from .helpers.trained import best_checkpoint
 
 
 def test_eval_py_on_the_best_checkpoint_gives_the_runs_test_numbers(glyph_run: Path, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from mnist_study.inference import export as exporting
 from mnist_study.inference.checkpoints import load_trained
 
 from .conftest import ROOT, run_script
-from .test_eval import best_checkpoint, tool_cfg
+from .helpers.configs import tool_cfg
+from .helpers.trained import best_checkpoint
 
 HAS_ONNXRUNTIME = all(importlib.util.find_spec(name) for name in exporting.ONNX_PACKAGES)
 

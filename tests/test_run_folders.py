@@ -15,8 +15,8 @@ from mnist_study.runs.names import MAX_NAME_BYTES, job_dirname, run_name
 from mnist_study.training.pipeline import train
 
 from .conftest import CONF, ROOT, data_overrides, run_script
+from .helpers.overrides import EXCLUDE_KEYS
 from .pause import Run, pause_override
-from .test_signals import EXCLUDE_KEYS
 
 
 def test_job_dirname_keeps_a_short_name_and_cuts_a_long_one_with_a_hash_of_the_whole() -> None:

@@ -18,7 +18,7 @@ from mnist_study.training import pipeline as training
 from mnist_study.training.pipeline import check_launch, train
 
 from .conftest import CONF, ROOT, TEST_SIZE, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
-from .test_train import assert_logged_metrics_are_the_checkpoints, scalars
+from .helpers.logs import assert_logged_metrics_are_the_checkpoints, scalars
 
 
 class CountTrainingImages(Callback):

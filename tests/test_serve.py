@@ -25,8 +25,8 @@ from tools import demo_screenshot
 from tools.screenshots import Browser, find_browser
 
 from .conftest import ROOT
-from .test_eval import best_checkpoint
-from .test_predict import glyph_test_set, network_predictions, png
+from .helpers.images import png
+from .helpers.trained import best_checkpoint, glyph_test_set, network_predictions
 
 
 @pytest.fixture

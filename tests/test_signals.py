@@ -12,16 +12,12 @@ from mnist_study.runs import slurm
 from mnist_study.runs.signals import StopGuard
 
 from .conftest import ROOT, data_overrides
+from .helpers.logs import scalars
+from .helpers.overrides import EXCLUDE_KEYS
 from .pause import Run, pause_override
-from .test_train import scalars
+
 
 # The pause is test machinery: it must not change the job folders' names, so a re-run finds them.
-EXCLUDE_KEYS = (
-    "hydra.job.config.override_dirname.exclude_keys=[ckpt_path,data.data_dir,data.checksums,data.download,"
-    "trainer.enable_progress_bar,trainer.enable_model_summary,callbacks.pause]"
-)
-
-
 def last_epoch(run_dir: Path) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
 

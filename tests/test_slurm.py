@@ -29,7 +29,7 @@ from .cluster import (
     wait_for_file,
 )
 from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
-from .test_train import scalars
+from .helpers.logs import scalars
 
 pytestmark = [pytest.mark.slurm]
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning import Callback
-from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
@@ -19,14 +17,9 @@ from mnist_study.training.pipeline import build_classifier, build_datamodule, tr
 from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
 
 from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
+from .helpers.logs import assert_logged_metrics_are_the_checkpoints, scalars
 
 EPOCH_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "train/epoch_s", "train/images_per_s"}
-
-
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def steps(run_dir: Path) -> dict[str, list[int]]:
@@ -42,20 +35,6 @@ def layout(run_dir: Path) -> layout_pb2.Layout:
     events.Reload()
     [written] = events.Tensors("custom_scalars__config__")
     return layout_pb2.Layout.FromString(written.tensor_proto.string_val[0])
-
-
-def assert_logged_metrics_are_the_checkpoints(run_dir: Path, cfg: DictConfig, split: str = "val") -> None:
-    """The last epoch's <tag>/acc and <tag>/loss are those of last.ckpt over the whole split (val, or test as
-    test_epoch/)."""
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    images, labels = datamodule.splits[split]
-    model = MNISTClassifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
-    with torch.no_grad():
-        logits = model(images)
-    logged, tag = scalars(run_dir), "val" if split == "val" else "test_epoch"
-    assert logged[f"{tag}/acc"][-1] == pytest.approx((logits.argmax(1) == labels).float().mean().item(), abs=1e-6)
-    assert logged[f"{tag}/loss"][-1] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
 
 
 def test_one_epoch_writes_metrics_hparams_and_checkpoints(make_cfg, tmp_path: Path) -> None:
