@@ -187,6 +187,15 @@ def test_bf16_runs_are_reproducible_bit_for_bit(make_cfg, tmp_path: Path) -> Non
     assert all(first[tag] == second[tag] for tag in ("train/loss", "val/loss", "val/acc", "val_best/test_acc"))
 
 
+def test_each_run_of_a_sweep_is_one_event_file_read_whole(sweep: Path) -> None:
+    """Fit and test write to one file: two files of a run finished within a second can be read out of order
+    (name.9 after name.10), and TensorBoard then purges the tested checkpoint's val_best/* points."""
+    runs = [run for run in sweep.iterdir() if (run / "result.json").is_file()]
+    for run in runs:
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1
+        assert {"val/acc", "val_best/test_acc", "val_best/val_acc"} <= set(scalars(run))
+
+
 def test_hparams_declare_the_same_columns_for_every_run_of_a_sweep(sweep: Path) -> None:
     runs = [run for run in sweep.iterdir() if (run / "result.json").is_file()]
     assert len(runs) == 4

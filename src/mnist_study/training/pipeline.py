@@ -41,6 +41,7 @@ from mnist_study.training.error_analysis import ErrorAnalysis
 from mnist_study.training.precision import cpu_name, resolve_precision
 from mnist_study.training.preflight import check_job, lightning_refusals
 from mnist_study.training.resume import resume_point, run_dir_of, run_settings, tested_checkpoint
+from mnist_study.training.tensorboard import TensorBoardRunLogger
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,9 @@ def finish_loggers(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     gives them), at the last epoch (counted from 1, as every logged epoch); then each logger closes its run."""
     last_epoch = max(trainer.current_epoch, 1)  # after fit, current_epoch is the number of epochs run
     for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardRunLogger):
+            logger.close()
+            continue
         if not isinstance(logger, TensorBoardLogger):
             logger.log_metrics(metrics, step=last_epoch)
         logger.finalize("success")

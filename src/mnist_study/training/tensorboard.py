@@ -118,8 +118,27 @@ class OneCurvePerRun(L.Callback):
 
 
 class TensorBoardRunLogger(TensorBoardLogger):
-    """Lightning's TensorBoardLogger, less the hparams.yaml it leaves in the run folder: that file would hold
-    `{}`, as the module logs no hyper-parameters to it; they are in .hydra/config.yaml and in HPARAMS."""
+    """Lightning's TensorBoardLogger, less the hparams.yaml it leaves in the run folder (that file would hold
+    `{}`, as the module logs no hyper-parameters to it; they are in .hydra/config.yaml and in HPARAMS), and
+    writing one event file per fit and test.
+
+    Lightning finalizes its loggers after fit and again after test, and the stock logger closes its writer
+    there: test() then opens a second event file. TensorBoard reads a folder's event files in name order, and
+    the names end in a per-process counter, so a run finished within one second whose counter passes a power of
+    ten (name.9, name.10) has its files read backwards: the fit's step-0 summaries then purge the tested checkpoint's
+    val_best/* points as out of order. A successful stage only flushes here; close() ends the file."""
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if status == "success":
+            self.experiment.flush()
+        else:  # failed, or finished by SLURM's requeue signal: this process writes no more
+            self.close()
+
+    @rank_zero_only
+    def close(self) -> None:
+        self.experiment.flush()
+        self.experiment.close()
 
     @rank_zero_only
     def save(self) -> None:
