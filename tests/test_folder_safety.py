@@ -76,7 +76,7 @@ def test_a_retrain_from_scratch_starts_from_an_emptied_folder(make_cfg, tmp_path
 
     (previous,) = job.glob("previous-*")
     assert sorted(p.name for p in previous.iterdir()) == earlier  # everything of the earlier attempt, kept
-    assert len(list(job.glob("events.out.tfevents.*"))) == 2  # the new run's own (fit's and test's)
+    assert len(list(job.glob("events.out.tfevents.*"))) == 1  # the new run's own
     best, last = sorted(p.name for p in (job / "checkpoints").iterdir())  # the new run's alone
     assert best.startswith("best-epoch") and last == "last.ckpt"
     assert not (job / "failed.txt").exists() and (job / "result.json").is_file()

@@ -133,12 +133,11 @@ class TensorBoardRunLogger(TensorBoardLogger):
         if status == "success":
             self.experiment.flush()
         else:  # failed, or finished by SLURM's requeue signal: this process writes no more
-            self.close()
+            super().finalize(status)
 
-    @rank_zero_only
     def close(self) -> None:
-        self.experiment.flush()
-        self.experiment.close()
+        """The run is done: the writer's file is flushed and closed (none is opened if nothing was logged)."""
+        super().finalize("success")
 
     @rank_zero_only
     def save(self) -> None:
