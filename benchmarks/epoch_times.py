@@ -3,7 +3,8 @@ least a Lightning Trainer runs for the same training ("bare Lightning"), which s
 Lightning's own and the project's.
 
     python -m benchmarks.epoch_times [--models softmax mlp cnn] [--regularizers none dropout bn]
-        [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [--rounds 1] [override ...]
+        [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [--rounds 1] [--manual]
+        [override ...]
 
 The three sides train the same network with the same optimizer, schedule, batch size and device, on the same
 tensor-resident data, and evaluate the validation split every epoch; the ratios are bare Lightning / raw and
@@ -13,6 +14,7 @@ out; the median of the rest is reported. Every model runs with every regularizer
 --train-batches cuts every side's epochs to N training batches (for slow cases, e.g. bf16 on a CPU without it).
 --rounds R runs the sides R times each, taking turns (each round starts with the next side): on a shared machine
 whose speed drifts, the median of the per-round ratios (printed with its range) is the number to trust.
+--manual adds a fourth side, bare Lightning with manual optimization: what Lightning's closure costs.
 """
 
 from __future__ import annotations
@@ -135,7 +137,29 @@ class BareClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def bare_lightning_epochs(cfg: DictConfig) -> list[float]:
+class ManualBareClassifier(BareClassifier):
+    """BareClassifier with Lightning's manual optimization: the step written out in training_step instead of
+    Lightning's closure (--manual: what the closure costs; the project keeps automatic optimization)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        images, labels = batch
+        logits = self.net(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        self.sums["train_loss"] += loss.detach() * len(labels)
+        self.sums["train_ok"] += (logits.argmax(1) == labels).sum()
+
+
+def bare_lightning_epochs(cfg: DictConfig, module: type[BareClassifier] = BareClassifier) -> list[float]:
     """BareClassifier on a Trainer with the run's trainer settings but no logger, checkpoints, model summary or
     callbacks besides the timer."""
     options: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
@@ -144,7 +168,7 @@ def bare_lightning_epochs(cfg: DictConfig) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         trainer = L.Trainer(**options, logger=False, callbacks=[timer], default_root_dir=out)
         L.seed_everything(cfg.seed, verbose=False)
-        trainer.fit(BareClassifier(cfg), datamodule=build_datamodule(cfg))
+        trainer.fit(module(cfg), datamodule=build_datamodule(cfg))
     return timer.epoch_seconds
 
 
@@ -222,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--per-sample", action="store_true", help="also time one epoch through torchvision's Dataset + DataLoader"
     )
+    parser.add_argument(
+        "--manual", action="store_true", help="also bare Lightning with manual optimization (what the closure costs)"
+    )
     parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. trainer=gpu data.batch_size=512")
     args = parser.parse_args(argv)
     skip_lightnings_nvml_check_without_gpus()  # as train.py does; the raw loop then runs as a Lightning-free script
@@ -241,11 +268,14 @@ def main(argv: list[str] | None = None) -> None:
         precision = str(trainer.precision)
         with open_dict(cfg):
             cfg.trainer.precision = precision
-        times: dict[str, list[float]] = {side: [] for side in SIDES}
+        sides = [*SIDES, "manual"] if args.manual else SIDES
+        times: dict[str, list[float]] = {side: [] for side in sides}
         for round_ in range(args.rounds):  # the sides take turns, so a machine that drifts slows them all
-            for side in SIDES[round_ % len(SIDES) :] + SIDES[: round_ % len(SIDES)]:
+            for side in sides[round_ % len(sides) :] + sides[: round_ % len(sides)]:
                 if side == "raw":
                     epochs = raw_epochs(cfg, datamodule, device, precision)
+                elif side == "manual":
+                    epochs = bare_lightning_epochs(cfg, ManualBareClassifier)
                 else:
                     epochs = project_epochs(cfg) if side == "project" else bare_lightning_epochs(cfg)
                 times[side].append(statistics.median(epochs[1:] or [float("nan")]))
@@ -258,6 +288,10 @@ def main(argv: list[str] | None = None) -> None:
             f"s/epoch ({ratios[0]}), project {seconds[2]:.3f} s/epoch, ratio {ratios[1]}",
             flush=True,
         )
+        if args.manual:
+            manual = statistics.median(times["manual"])
+            ratio = ratio_with_range(times["manual"], times["raw"])
+            print(f"{model}-{regularizer}: bare Lightning, manual optimization {manual:.3f} s/epoch ({ratio})")
         if args.per_sample:
             per_sample = per_sample_epoch(cfg, device)
             print(f"{model}: torchvision Dataset + DataLoader, training only: {per_sample:.3f} s/epoch", flush=True)
