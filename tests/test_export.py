@@ -96,3 +96,44 @@ def test_export_py_writes_the_file_and_says_how_close_it_is(glyph_run: Path, tmp
     assert torch.jit.load(io.BytesIO((tmp_path / "cnn-none.pt").read_bytes())) is not None
     result = run_script("export.py", f"ckpt_path={checkpoint}", "format=tflite", cwd=ROOT)
     assert result.stderr == "error: format must be onnx or torchscript, got 'tflite'\n"
+
+
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [("checkpoint", "must be a file name ending in .onnx"), ("picture.jpg", "must be a file name ending in .onnx"),
+     ("a-folder.onnx", "is a folder"), ("/proc/x.onnx", "output=/proc/x.onnx cannot be written")],
+)  # fmt: skip
+def test_an_output_that_is_not_an_export_file_is_refused_and_left_as_it_was(
+    glyph_run: Path, tmp_path: Path, output: str, words: str
+) -> None:
+    checkpoint = best_checkpoint(glyph_run)
+    target = {"checkpoint": checkpoint}.get(output, tmp_path / output if not output.startswith("/") else Path(output))
+    if output == "picture.jpg":
+        target.write_bytes(b"a user's picture")
+    if output == "a-folder.onnx":
+        target.mkdir()
+    before = target.read_bytes() if target.is_file() else None
+    cfg = tool_cfg("export", f"ckpt_path={checkpoint}", f"output={target}", output_dir=tmp_path / "run")
+    with pytest.raises(UserError, match=words):
+        exporting.export(cfg)
+    assert before is None or target.read_bytes() == before
+
+
+def test_a_checkpoint_with_nan_weights_is_not_exported(glyph_run: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(best_checkpoint(glyph_run), weights_only=True)
+    for name, tensor in checkpoint["state_dict"].items():
+        if tensor.is_floating_point():
+            checkpoint["state_dict"][name] = torch.full_like(tensor, float("nan"))
+    torch.save(checkpoint, tmp_path / "diverged.ckpt")
+    cfg = tool_cfg("export", f"ckpt_path={tmp_path / 'diverged.ckpt'}", "format=torchscript", output_dir=tmp_path / "o")
+    with pytest.raises(UserError, match="NaN or infinite logits"):
+        exporting.export(cfg)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="needs the export extra: pip install -e '.[export]'")
+def test_an_opset_the_exporter_cannot_write_is_one_line_and_nothing_is_written(glyph_run: Path, tmp_path: Path) -> None:
+    cfg = tool_cfg("export", f"ckpt_path={best_checkpoint(glyph_run)}", "opset=999", output_dir=tmp_path)
+    with pytest.raises(UserError, match=r"opset=999: torch's ONNX exporter could not convert"):
+        exporting.export(cfg)
+    assert not list(tmp_path.iterdir())

@@ -179,3 +179,16 @@ def test_real_test_digits_as_pngs_are_read_as_a_real_cnn_reads_them(tmp_path: Pa
         agreement = float(np.mean(predicted == originals))
         print(f"{name}: {agreement:.1%} as the originals, accuracy {np.mean(predicted == labels):.1%}")
         assert agreement >= 0.98, (name, agreement)
+
+
+def test_a_csv_that_would_overwrite_an_image_or_a_folder_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(b"the user's image")
+    (tmp_path / "out.csv").mkdir()
+    for csv_path, expected in [
+        (digit, f"error: csv={digit} must be a file name ending in .csv: the file is written over whole\n"),
+        (tmp_path / "out.csv", f"error: csv={tmp_path / 'out.csv'} is a folder: give a file name ending in .csv\n"),
+    ]:
+        result = run_script("predict.py", "ckpt_path=x.ckpt", f"images={digit}", f"csv={csv_path}", cwd=ROOT)
+        assert result.returncode == 1 and result.stderr == expected
+    assert digit.read_bytes() == b"the user's image"

@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from mnist_study.config.command_line import describe, override_setting
 from mnist_study.config.schema import POSITIVE_INT, SEED, Allowed
 from mnist_study.errors import UserError, first_line
+from mnist_study.runs.folders import check_writable
 from mnist_study.runs.names import job_dirname
 
 SPLITS = Allowed("test or val", lambda v: v in ("test", "val"))
@@ -28,6 +29,8 @@ TOP_K = Allowed("an integer from 1 to 10", lambda v: 1 <= v <= 10)
 PORT = Allowed("an integer from 0 to 65535 (0: any free port)", lambda v: 0 <= v <= 65535)
 CHECK_IMAGES = Allowed("an integer from 1 to 10000", lambda v: 1 <= v <= 10_000)
 CKPT_EXAMPLE = "outputs/runs/<run>/checkpoints/best-epoch<NN>.ckpt"
+# The file a tool writes where asked to: its key, and the suffixes it may take (by export's format).
+EXPORT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}
 
 
 @dataclass
@@ -146,7 +149,25 @@ def check_command_line(tool: str, overrides: Sequence[str], config_dir: Path) ->
         if key in {f.name for f in fields(schema)} and OmegaConf.is_missing(cfg, key):
             raise UserError(f"{key} is required: python {tool}.py {key}={example}")
     check_values(cfg, schema, "")
+    if tool == "predict" and cfg.csv is not None:
+        check_output_file("csv", cfg.csv, (".csv",), cfg.ckpt_path)
+    if tool == "export" and cfg.output is not None:
+        check_output_file("output", cfg.output, EXPORT_SUFFIXES[cfg.format], cfg.ckpt_path)
     return cfg
+
+
+def check_output_file(key: str, value: str, suffixes: tuple[str, ...], ckpt_path: str) -> None:
+    """A file the tool will replace whole: it must carry the suffix of what is written there (so that no image,
+    checkpoint or other file of the user's is overwritten by a typo), not be a folder or the checkpoint read, and
+    its folder must be writable."""
+    path, endings = Path(value), " or ".join(suffixes)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{key}={value} must be a file name ending in {endings}: the file is written over whole")
+    if path.is_dir():
+        raise UserError(f"{key}={value} is a folder: give a file name ending in {endings}")
+    if path.exists() and Path(ckpt_path).exists() and path.resolve() == Path(ckpt_path).resolve():
+        raise UserError(f"{key}={value} is the checkpoint being read (ckpt_path): give another file")
+    check_writable(path.parent, key, value)
 
 
 def composition_message(tool: str, err: HydraException, overrides: list[str]) -> str:

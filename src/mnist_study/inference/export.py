@@ -26,11 +26,10 @@ from mnist_study.atomic_files import write_atomically
 from mnist_study.data.datamodule import MNISTDataModule
 from mnist_study.errors import UserError
 from mnist_study.inference.checkpoints import TrainedModel, data_settings, load_trained
-from mnist_study.inference.config import ExportConfig, check_values
+from mnist_study.inference.config import EXPORT_SUFFIXES, ExportConfig, check_output_file, check_values
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-5  # |export - checkpoint| <= TOLERANCE * max(1, |checkpoint|) per logit, <= TOLERANCE per probability
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 ADVICE = "Free space there, or pass output=<a path on another disk>"
 
@@ -63,8 +62,8 @@ def require_onnx() -> None:
 
 def onnx_bytes(net: nn.Module, sample: Tensor, opset: int | None) -> bytes:
     batch = torch.export.Dim("batch", min=1)
-    for name in ("onnxscript", "onnx_ir"):  # their INFO lines narrate each optimization pass
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("onnxscript", "onnx_ir"):  # INFO narrates each pass; a failed opset conversion is checked below
+        logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
         program = torch.onnx.export(
@@ -77,6 +76,12 @@ def onnx_bytes(net: nn.Module, sample: Tensor, opset: int | None) -> bytes:
             opset_version=opset,
             external_data=False,
             verbose=False,
+        )
+    written = next(entry.version for entry in program.model_proto.opset_import if entry.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:  # the exporter falls back to its own opset when it cannot convert
+        raise UserError(
+            f"opset={opset}: torch's ONNX exporter could not convert the network to this opset (it fell back to "
+            f"{written}); nothing was written: leave opset unset or choose one it converts to, e.g. {written}"
         )
     return program.model_proto.SerializeToString()
 
@@ -136,11 +141,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg, ExportConfig, "")
+    if cfg.output is not None:
+        check_output_file("output", cfg.output, EXPORT_SUFFIXES[cfg.format], cfg.ckpt_path)
     if cfg.format == "onnx":
         require_onnx()
     trained = load_trained(cfg.ckpt_path)
     images = test_batch(trained, cfg)
     net = trained.classifier.net.eval()
+    with torch.inference_mode():
+        if not torch.isfinite(net(images)).all():
+            raise UserError(
+                f"ckpt_path={cfg.ckpt_path} computes NaN or infinite logits on the test images (the weights of a "
+                "run that diverged?): nothing was exported"
+            )
     sample = images[:2]  # a batch of more than one, so that the batch dimension is not taken for a constant
     if cfg.format == "onnx":
         data = onnx_bytes(net, sample, cfg.opset)
@@ -154,7 +167,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             f"the {cfg.format} export differs from the checkpoint by up to {found['relative']:.3g} of a logit and "
             f"{found['probability']:.3g} in a probability (allowed: {TOLERANCE:g}); nothing was written"
         )
-    path = Path(cfg.output) if cfg.output else Path(cfg.output_dir) / f"{trained.network}{SUFFIXES[cfg.format]}"
+    default = Path(cfg.output_dir) / f"{trained.network}{EXPORT_SUFFIXES[cfg.format][0]}"
+    path = Path(cfg.output) if cfg.output else default
     write_atomically(path, data, ADVICE)
     print(
         f"{cfg.format}: {path} ({len(data)} bytes, dynamic batch size); on {len(images)} test images in batches of "

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from mnist_study.atomic_files import write_atomically
 from mnist_study.errors import UserError
 from mnist_study.inference.checkpoints import load_trained
-from mnist_study.inference.config import PredictConfig, check_values
+from mnist_study.inference.config import PredictConfig, check_output_file, check_values
 from mnist_study.inference.images import ImageProblem, as_batch, prepare_file
 from mnist_study.models.classifier import MNISTClassifier
 
@@ -114,6 +114,8 @@ def csv_bytes(predictions: list[Prediction], top_k: int) -> bytes:
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg, PredictConfig, "")
+    if cfg.csv is not None:
+        check_output_file("csv", cfg.csv, (".csv",), cfg.ckpt_path)
     paths = image_paths(cfg.images)
     trained = load_trained(cfg.ckpt_path)
     predictions = predict_paths(trained.classifier, paths, cfg.batch_size)

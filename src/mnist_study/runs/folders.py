@@ -103,21 +103,23 @@ def clear_for_a_new_run(folder: Path) -> Path | None:
     return previous
 
 
-def check_writable(folder: Path, key: str) -> None:
+def check_writable(folder: Path, key: str, value: str | Path | None = None) -> None:
     """UserError unless `folder` is a folder that can be written, or can be created: a file is created and deleted
     in it (or in its nearest existing ancestor, which is what creating it writes), so that permissions, read-only
-    file systems and places like /proc all answer as they will when the run writes."""
+    file systems and places like /proc all answer as they will when the run writes. The error names `key`=`value`
+    (default: the folder; a file's path where `folder` is the folder it goes into)."""
+    setting = f"{key}={folder if value is None else value}"
     existing = folder.absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"{key}={folder} cannot be created: {existing} is a file, not a folder; choose another {key}")
+        raise UserError(f"{setting} cannot be created: {existing} is a file, not a folder; choose another {key}")
     try:
         with tempfile.TemporaryFile(dir=existing, prefix=".write-test."):
             pass
     except OSError as err:
         raise UserError(
-            f"{key}={folder} cannot be written: {existing} refuses a new file ({err.strerror}); choose a writable {key}"
+            f"{setting} cannot be written: {existing} refuses a new file ({err.strerror}); choose a writable {key}"
         ) from None
 
 
