@@ -104,3 +104,15 @@ def test_the_command_line_is_checked_before_anything_loads(tmp_path: Path) -> No
         result = run_script("eval.py", *arguments, f"hydra.run.dir={tmp_path}", cwd=ROOT)
         assert result.returncode == 1 and result.stderr.startswith(expected), (arguments, result.stderr)
         assert result.stderr.count("\n") == 1
+
+
+def test_an_unwritable_folder_or_a_trainer_option_lightning_refuses_is_one_line(
+    glyph_run: Path, tmp_path: Path
+) -> None:
+    checkpoint = f"ckpt_path={best_checkpoint(glyph_run)}"
+    result = run_script("eval.py", checkpoint, "hydra.run.dir=/proc/eval", cwd=ROOT)
+    assert result.returncode == 1 and result.stderr.startswith("error: hydra.run.dir=/proc/eval cannot be written")
+    result = run_script("eval.py", checkpoint, "trainer.precision=bogus", f"hydra.run.dir={tmp_path}", cwd=ROOT)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("error: Lightning refuses this configuration: Precision 'bogus'")
+    assert "Traceback" not in result.stderr

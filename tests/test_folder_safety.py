@@ -92,3 +92,12 @@ def test_an_error_found_inside_a_run_leaves_no_empty_run_folder(synthetic_mnist,
     result = run_script("train.py", *options, f"hydra.run.dir={tmp_path / 'run'}", cwd=ROOT)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(f"error: {damaged}")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_value_refused_once_the_data_is_read_leaves_no_run_folder(synthetic_mnist, tmp_path: Path) -> None:
+    """data.val_size beyond the training set is found when the data is set up, after Lightning opened the run's
+    event file: the folder holds nothing of value and goes."""
+    options = [*data_overrides(*synthetic_mnist), "model=softmax", "data.val_size=1000000"]
+    result = run_script("train.py", *options, f"hydra.run.dir={tmp_path / 'run'}", cwd=ROOT)
+    assert result.returncode == 1 and "error: data.val_size=1000000 leaves no training images" in result.stderr
+    assert not (tmp_path / "run").exists()

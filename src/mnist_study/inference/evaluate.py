@@ -20,6 +20,7 @@ from mnist_study.inference.config import EvalConfig, check_values
 from mnist_study.training.error_analysis import ErrorAnalysis
 from mnist_study.training.pipeline import quiet_lightning
 from mnist_study.training.precision import resolve_precision
+from mnist_study.training.preflight import lightning_refusals
 
 log = logging.getLogger(__name__)
 EVAL_FILE = "eval.json"
@@ -63,14 +64,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if trainer_options.get("enable_progress_bar") is None:
         trainer_options["enable_progress_bar"] = sys.stderr.isatty()
     analysis = ErrorAnalysis(split=split)
-    trainer = L.Trainer(
-        **trainer_options,
-        logger=False,
-        callbacks=[analysis],
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=str(output_dir),  # ErrorAnalysis saves confusion_matrix.png and misclassified.png here
-    )
+    with lightning_refusals():  # trainer.accelerator=gpu without one, a precision Lightning does not know: one line
+        trainer = L.Trainer(
+            **trainer_options,
+            logger=False,
+            callbacks=[analysis],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            default_root_dir=str(output_dir),  # ErrorAnalysis saves confusion_matrix.png and misclassified.png here
+        )
     datamodule = SplitUnderTest(split, **data_settings(trained, OmegaConf.to_container(cfg.data, resolve=True)))
     trainer.test(trained.classifier, datamodule=datamodule, verbose=False)
     metrics = {key.replace("test/", f"{split}/"): float(v) for key, v in trainer.callback_metrics.items()}

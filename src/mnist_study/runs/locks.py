@@ -129,17 +129,22 @@ class HeldFolders:
 
     def discard_unused(self) -> None:
         """Release the locks and delete each folder that this process created for a run that then stopped before
-        writing anything but Hydra's files (its .hydra/ and job log): a refused run leaves no empty run folder."""
+        writing anything but Hydra's files (its .hydra/ and job log) and the event file that Lightning opens before
+        the data is set up: a refused run leaves no empty run folder."""
         created = [lock.folder for lock in self.locks if lock.created]
         self.release_all()
         for folder in created:
-            if all(path.name in (".hydra", LOCK_FILE) or path.suffix == ".log" for path in folder.iterdir()):
+            if all(discardable(path) for path in folder.iterdir()):
                 shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def current(self) -> Path | None:
         """Where the current run writes: the last folder it locked."""
         return self.locks[-1].folder if self.locks else None
+
+
+def discardable(path: Path) -> bool:
+    return path.name in (".hydra", LOCK_FILE) or path.suffix == ".log" or path.name.startswith("events.out.tfevents.")
 
 
 @functools.cache

@@ -52,7 +52,14 @@ class DropLightningTips(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Lightning's messages that say nothing about this run."""
+    """Lightning's messages that say nothing about this run, and each of its lines printed once."""
+    # lightning/__init__.py gives the `lightning` logger a console handler of its own ("INFO: ...") whatever the
+    # root logger has; imported after Hydra set up logging (the tools import it lazily), lightning.pytorch then
+    # propagates to both, and every line is printed twice. Hydra's handlers on the root logger speak for it.
+    umbrella = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in [h for h in umbrella.handlers if type(h) is logging.StreamHandler]:
+            umbrella.removeHandler(handler)
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, DropLightningTips) for f in rank_zero_logger.filters):
         rank_zero_logger.addFilter(DropLightningTips())
