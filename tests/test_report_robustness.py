@@ -49,7 +49,8 @@ def test_a_folder_without_a_train_py_sweep_is_one_line(tmp_path: Path, capsys: p
     for folder, message in [
         (tmp_path / "q1-sweep", "holds no train.py runs (1 job folder(s), none with a train.py config"),
         (tmp_path / "photos", "no runs in"),
-        (tmp_path / "nowhere", "no runs in"),
+        (tmp_path / "nowhere", "does not exist"),
+        (tmp_path / "photos" / "cat.jpg", "is a file, not a directory"),
     ]:
         with pytest.raises(SystemExit) as stopped:
             main([str(folder)])
@@ -64,3 +65,21 @@ def test_report_py_on_a_damaged_sweep_exits_0_with_one_summary_line(sweep: Path,
     result = run_script("report.py", str(sweep_dir), cwd=ROOT)
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert result.stdout.strip().splitlines()[-1] == f"3 of 4 runs reported: {sweep_dir / 'report.md'}"
+
+
+def test_an_unwritable_out_dir_or_a_sweep_without_one_result_is_one_line_and_exit_1(
+    sweep: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([str(sweep), "/proc/report"])
+    assert str(stopped.value.code).startswith("error: OUT_DIR=/proc/report cannot be written")
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(sweep, sweep_dir)
+    for result in sweep_dir.glob("*/result.json"):
+        result.write_bytes(b"{")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(sweep_dir)])
+    assert (
+        stopped.value.code
+        == f"error: no run of {sweep_dir} has a result: {sweep_dir / 'report.md'} lists each with its reason"
+    )

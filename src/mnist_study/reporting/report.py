@@ -32,6 +32,7 @@ from mnist_study.reporting.sweep import (
 )
 from mnist_study.reporting.tables import write_curves_csv, write_results_csv
 from mnist_study.runs.artifacts import EPOCH_SECONDS, IMAGES_PER_SECOND
+from mnist_study.runs.folders import check_writable
 
 # regularizer.mask, in words (docs/DESIGN.md: why the study's dropout draws its own masks)
 DROPOUT_MASKS = {
@@ -336,6 +337,10 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, runs: list[Run] |
     """report.md, results.csv, curves.csv and the figures of the sweep (its `runs`, read if not given), each
     written whole or not at all."""
     out_dir = out_dir or sweep_dir
+    if not sweep_dir.is_dir():
+        what = "is a file, not a directory" if sweep_dir.exists() else "does not exist"
+        raise UserError(f"{sweep_dir} {what}: give the directory of a `python train.py -m ...` sweep")
+    check_writable(out_dir, "OUT_DIR" if out_dir != sweep_dir else "SWEEP_DIR")
     runs = collect(sweep_dir) if runs is None else runs
     if not runs:
         raise UserError(f"no runs in {sweep_dir}: give the directory of a `python train.py -m ...` sweep")
@@ -365,3 +370,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {err}")
     out_dir = Path(args[1]) if len(args) == 2 else sweep_dir
     print(f"{sum(r.ok for r in runs)} of {len(runs)} runs reported: {out_dir / 'report.md'}")
+    if not any(r.ok for r in runs):
+        sys.exit(f"error: no run of {sweep_dir} has a result: {out_dir / 'report.md'} lists each with its reason")
