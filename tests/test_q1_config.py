@@ -50,7 +50,8 @@ def test_every_job_of_a_sweep_is_composed_and_checked() -> None:
             "backend must be numpy with engine=graph (a NumPy-only engine), got 'torch'",
         ),
         (["device=cuda"], "device must be cpu or auto with backend=numpy (NumPy runs on the CPU), got 'cuda'"),
-        (["kk=3"], "Could not override 'kk'. Key 'kk' not in 'Q1Config'"),
+        (["kk=3"], "kk is not an option of q1.py: its options are k, "),
+        (["hydra.run.dir=/tmp/q1"], "hydra.run.dir is not where q1.py writes: it always runs as a sweep"),
         (["k=["], "cannot parse the command line: "),
     ],
 )

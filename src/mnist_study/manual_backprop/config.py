@@ -33,6 +33,9 @@ class Q1Config(Settings):
     output_dir: str = MISSING
 
 
+OPTIONS = [f.name for f in fields(Settings)]  # what a user sets; output_dir is each job's folder
+
+
 def register() -> None:
     """q1_schema in Hydra's ConfigStore, for conf/q1.yaml's defaults list (q1.py calls this first)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=Q1Config)
@@ -52,9 +55,16 @@ def check_command_line(overrides: Sequence[str], config_dir: Path) -> list[Setti
     # Each override as the lines (one per sweep value) and parsed values a job may get; hydra.* is Hydra's.
     choices = []
     for override in parsed:
+        if override.get_key_element().lstrip("+~") == "hydra.run.dir":
+            raise UserError(
+                "hydra.run.dir is not where q1.py writes: it always runs as a sweep (one job per K), into "
+                "hydra.sweep.dir=<folder>"
+            )
         if override.key_or_group.startswith("hydra"):
             continue
-        if override.get_key_element().lstrip("+~") == "output_dir":
+        if (key := override.get_key_element().lstrip("+~")) not in OPTIONS and key != "output_dir":
+            raise UserError(f"{key} is not an option of q1.py: its options are {', '.join(OPTIONS)}")
+        if key == "output_dir":
             raise UserError(
                 "output_dir is set by q1.py (each job's folder in hydra.sweep.dir) and cannot be given: choose where "
                 "the sweep writes with hydra.sweep.dir=<folder>"
