@@ -116,3 +116,9 @@ def test_an_unwritable_folder_or_a_trainer_option_lightning_refuses_is_one_line(
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith("error: Lightning refuses this configuration: Precision 'bogus'")
     assert "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_refused_inside_the_job_leaves_no_folder(tmp_path: Path) -> None:
+    result = run_script("eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=ROOT)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: ckpt_path={tmp_path / 'nope.ckpt'} does not")
+    assert not (tmp_path / "run").exists()
