@@ -21,7 +21,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mnist_study.atomic_files import DiskFull, open_for_writing, remove_orphaned_temp_files
 from mnist_study.errors import UserError
-from mnist_study.training.checkpoint_io import AtomicCheckpointIO, UnreadableCheckpoint, check_loadable
+from mnist_study.training.checkpoint_io import (
+    AtomicCheckpointIO,
+    RunFolderCheckpoint,
+    UnreadableCheckpoint,
+    check_loadable,
+)
 
 from .conftest import run_script
 
@@ -377,3 +382,13 @@ def test_check_loadable_accepts_a_lightning_checkpoint(tmp_path: Path) -> None:
     AtomicCheckpointIO().save_checkpoint(lightning_like(3), path)
     assert check_loadable(path) is None
     assert check_loadable(str(path)) is None
+
+
+@pytest.mark.parametrize("settings", [{"monitor": "val/acc", "mode": "max"}, {"monitor": None, "save_top_k": 1}])
+def test_the_run_folder_checkpoint_keeps_its_state_under_lightnings_key(settings: dict[str, Any]) -> None:
+    # The key a checkpoint file stores this callback's state under, as ModelCheckpoint makes it; two checkpoint
+    # callbacks of one run keep two states.
+    checkpoint = RunFolderCheckpoint(**settings)
+    assert checkpoint.state_key == ModelCheckpoint.state_key.fget(checkpoint)  # type: ignore[attr-defined]
+    best, last = RunFolderCheckpoint(monitor="val/acc", mode="max"), RunFolderCheckpoint(monitor=None)
+    assert best.state_key != last.state_key

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from lightning import Callback
+from lightning.pytorch.profilers import PassThroughProfiler
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from mnist_study.errors import UserError
 from mnist_study.models.classifier import MNISTClassifier
 from mnist_study.models.optim import build_optimizer
-from mnist_study.training.pipeline import build_classifier, build_datamodule, train
+from mnist_study.training.pipeline import build_classifier, build_datamodule, build_trainer, train
 from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
 
 from .conftest import ROOT, TRAIN_SIZE, VAL_SIZE, data_overrides, run_script
@@ -247,6 +248,14 @@ def test_lightning_profilers_can_be_switched_on(make_cfg, caplog: pytest.LogCapt
     with caplog.at_level("INFO", logger="lightning.pytorch.profilers"):
         train(make_cfg("model=softmax", "trainer.profiler=simple"))
     assert "FIT Profiler Report" in caplog.text and "run_training_batch" in caplog.text
+
+
+def test_without_a_profiler_asked_for_the_trainer_records_nothing(make_cfg, tmp_path: Path) -> None:
+    profiler = build_trainer(make_cfg("model=softmax"), tmp_path).profiler
+    assert isinstance(profiler, PassThroughProfiler)  # what Lightning's own default is
+    with profiler.profile("run_training_batch"), profiler.profile("[Callback]EpochTimer.on_train_batch_end"):
+        pass  # Lightning nests its actions
+    assert profiler.summary() == ""
 
 
 def test_gradient_clipping_still_applies_when_asked_for(make_cfg, add_callback, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ point leaves the previous checkpoint as it was; a full disk is a one-line DiskFu
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -67,6 +68,12 @@ class RunFolderCheckpoint(ModelCheckpoint):
     stays Lightning's). Lightning restores best_model_path as it was saved, even when the checkpoint comes from
     another folder, and then tests that file: here a run folder that was moved keeps its ranking (the saved paths
     rebased onto the folder), and a run that starts from another folder's checkpoint ranks its own epochs only."""
+
+    @functools.cached_property
+    def state_key(self) -> str:  # type: ignore[override]
+        # Made of settings fixed at construction; ModelCheckpoint builds the string anew for each hook Lightning
+        # calls (it names the hook's profiler action), several times a training step.
+        return super().state_key
 
     def format_checkpoint_name(
         self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None, prefix: str | None = None

@@ -40,6 +40,7 @@ from mnist_study.training.epochs_file import EpochsFile
 from mnist_study.training.error_analysis import ErrorAnalysis
 from mnist_study.training.precision import cpu_name, resolve_precision
 from mnist_study.training.preflight import check_job, lightning_refusals
+from mnist_study.training.profiler import NoProfiler
 from mnist_study.training.resume import resume_point, run_dir_of, run_settings, tested_checkpoint
 from mnist_study.training.tensorboard import TensorBoardRunLogger
 
@@ -125,6 +126,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None =
     plugins: list[Any] = [AtomicCheckpointIO()]
     if started_by_slurm():
         plugins.append(SLURMEnvironment(auto_requeue=False))
+    options["profiler"] = options.get("profiler") or NoProfiler()
     return L.Trainer(
         **options,
         logger=loggers or False,  # None would be Lightning's default logger
