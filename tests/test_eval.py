@@ -42,6 +42,22 @@ def test_split_val_is_the_runs_own_validation_split(glyph_run: Path, tmp_path: P
     assert json.loads((tmp_path / EVAL_FILE).read_text()) == result
 
 
+def test_a_diverged_networks_nan_loss_is_written_as_null_in_strict_json(glyph_run: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(best_checkpoint(glyph_run), weights_only=True)
+    for name, tensor in checkpoint["state_dict"].items():
+        if tensor.is_floating_point():
+            checkpoint["state_dict"][name] = torch.full_like(tensor, float("nan"))
+    torch.save(checkpoint, tmp_path / "diverged.ckpt")
+    result = evaluate(tool_cfg("eval", f"ckpt_path={tmp_path / 'diverged.ckpt'}", output_dir=tmp_path / "out"))
+    assert result["test/loss"] != result["test/loss"]  # NaN, as the terminal line prints it
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    written = json.loads((tmp_path / "out" / EVAL_FILE).read_text(), parse_constant=refuse)
+    assert written["test/loss"] is None and written["images"] == result["images"]
+
+
 def write_checkpoint(path: Path, checkpoint: dict) -> Path:
     torch.save(checkpoint, path)
     return path

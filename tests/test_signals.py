@@ -1,15 +1,18 @@
 """A stopped run never looks like a success: real SIGTERM/SIGINT sent to train.py subprocesses held at an epoch
 start by tests.pause (pipes, not sleeps), and the SLURM case where SIGTERM stays Lightning's and SIGUSR1 requeues."""
 
+import os
 import shlex
 import signal
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mnist_study.runs import slurm
-from mnist_study.runs.signals import StopGuard
+from mnist_study.runs.ending import run_task
+from mnist_study.runs.signals import StopGuard, run_main, stop_guard
 
 from .conftest import ROOT, data_overrides
 from .helpers.logs import scalars
@@ -152,3 +155,19 @@ def test_the_guard_leaves_sigterm_alone_under_slurm(monkeypatch: pytest.MonkeyPa
         guard.uninstall()
     monkeypatch.delenv("SLURM_JOB_ID")
     assert StopGuard().handled_signals == (signal.SIGTERM, signal.SIGINT)
+
+
+def test_ctrl_c_after_the_run_finished_says_its_results_are_whole(caplog: pytest.LogCaptureFixture) -> None:
+    def main() -> None:  # an entry point: the run's task, then Hydra ending the run
+        run_task(lambda cfg: None, OmegaConf.create())
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler before the next line
+
+    guard = stop_guard()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_main(main)
+    finally:
+        guard.uninstall()
+        guard.signum, guard.task_finished = None, False
+    assert stopped.value.code == 130  # a script or sweep still learns of the signal
+    assert "received SIGINT after the run had finished: its results are whole" in caplog.text

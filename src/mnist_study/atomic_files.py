@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import io
+import json
+import math
 import os
 import re
 import secrets
@@ -85,6 +87,25 @@ def write_atomically(
 def write_text_atomically(target: Path, text: str, advice: str = "Free space there, or write to a bigger disk") -> None:
     """write_atomically for text, in UTF-8."""
     write_atomically(target, text.encode(), advice)
+
+
+def write_json_atomically(
+    target: Path, value: Any, advice: str = "Free space there, or write to a bigger disk"
+) -> None:
+    """`value` as strict JSON, indented, written whole: a NaN or infinite number (a diverged network's loss) is
+    written as null, which every JSON parser reads; Python's json would write NaN, which most refuse."""
+    text = json.dumps(finite_or_null(value), indent=1, allow_nan=False)
+    write_atomically(target, (text + "\n").encode(), advice)
+
+
+def finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def save_figure_atomically(figure: Any, target: Path, advice: str = "Free space there", **savefig: Any) -> None:

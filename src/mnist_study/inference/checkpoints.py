@@ -81,8 +81,9 @@ def load_trained(ckpt_path: str | Path) -> TrainedModel:
     except RuntimeError as err:
         raise UserError(
             f"{name} holds weights that do not fit the {options['model']['name']}-{options['regularizer']['name']} "
-            f"network this version builds from its options ({weights_problem(err)}): it was saved by another "
-            "version of the project; evaluate it with that version"
+            f"network its own hyper-parameters describe ({weights_problem(err)}): the file was put together from "
+            "two checkpoints, or saved by a version of the project that builds this network otherwise; pass a "
+            "checkpoint as train.py saved it, or evaluate it with the version that trained it"
         ) from None
     return TrainedModel(classifier.eval(), path, options, run_dir_of(path.resolve()))
 

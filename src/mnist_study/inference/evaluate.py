@@ -4,7 +4,6 @@ On the test split of the run's best checkpoint the numbers are those of the run'
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_study.atomic_files import write_atomically
+from mnist_study.atomic_files import write_json_atomically
 from mnist_study.data.datamodule import MNISTDataModule, TensorBatches
 from mnist_study.inference.checkpoints import TrainedModel, data_settings, load_trained
 from mnist_study.inference.config import EvalConfig, check_values
@@ -90,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": data_summary(datamodule),
     }
     if trainer.is_global_zero:
-        write_atomically(output_dir / EVAL_FILE, (json.dumps(result, indent=1) + "\n").encode(), ADVICE)
+        write_json_atomically(output_dir / EVAL_FILE, result, ADVICE)
         print(summary(result, output_dir / EVAL_FILE))
     return result
 

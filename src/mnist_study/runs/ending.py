@@ -50,11 +50,13 @@ def run_task(
     try:
         if guard.signum is not None:  # the sweep was stopped before this job
             return not_started(guard.signum)
-        guard.in_task = True
+        guard.in_task, guard.task_finished = True, False
         try:
-            return task(cfg)
+            result = task(cfg)
         finally:
             guard.in_task = False
+        guard.task_finished = True
+        return result
     except FolderInUse as err:
         if not multirun:
             fail_in_one_line(err)

@@ -58,6 +58,7 @@ class StopGuard:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.in_task = False
+        self.task_finished = False  # the last task returned, its results written; no other task started since
         self.previous: dict[int, Any] = {}
 
     @property
@@ -87,7 +88,15 @@ class StopGuard:
         if self.signum is not None:
             return  # already stopping: a second signal must not cut the clean-up short
         self.signum = signum
-        log.warning("received %s: stopping", signal_name(signum))
+        if self.task_finished:  # e.g. Ctrl-C while Hydra ends the run: the exit code still tells of the signal
+            log.warning(
+                "received %s after the run had finished: its results are whole; nothing further is started (exit "
+                "code %d)",
+                signal_name(signum),
+                128 + signum,
+            )
+        else:
+            log.warning("received %s: stopping", signal_name(signum))
         if not self.in_task:
             return
         if signum == signal.SIGINT:

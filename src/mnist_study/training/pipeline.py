@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import sys
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mnist_study.atomic_files import remove_orphaned_temp_files, write_text_atomically
+from mnist_study.atomic_files import remove_orphaned_temp_files, write_json_atomically
 from mnist_study.config import as_dict
 from mnist_study.config.checks import check_config
 from mnist_study.config.launch import SPAWN_UNDER_SLURM
@@ -237,7 +236,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         finish_loggers(trainer, metrics)
         output_dir.mkdir(parents=True, exist_ok=True)  # debug=fast writes no logs or checkpoints there
-        write_text_atomically(output_dir / RESULT_FILE, json.dumps(result, indent=1), RUN_OUTPUT_ADVICE)
+        write_json_atomically(output_dir / RESULT_FILE, result, RUN_OUTPUT_ADVICE)
         print(
             f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
             f"parameters={classifier.num_parameters} logs: {logs_hint(trainer, output_dir)}"
