@@ -14,7 +14,7 @@ from mnist_study.inference.evaluate import EVAL_FILE, evaluate
 
 from .conftest import ROOT, run_script
 from .helpers.configs import tool_cfg
-from .helpers.trained import best_checkpoint
+from .helpers.trained import best_checkpoint, diverged_checkpoint
 
 
 def test_eval_py_on_the_best_checkpoint_gives_the_runs_test_numbers(glyph_run: Path, tmp_path: Path) -> None:
@@ -43,11 +43,7 @@ def test_split_val_is_the_runs_own_validation_split(glyph_run: Path, tmp_path: P
 
 
 def test_a_diverged_networks_nan_loss_is_written_as_null_in_strict_json(glyph_run: Path, tmp_path: Path) -> None:
-    checkpoint = torch.load(best_checkpoint(glyph_run), weights_only=True)
-    for name, tensor in checkpoint["state_dict"].items():
-        if tensor.is_floating_point():
-            checkpoint["state_dict"][name] = torch.full_like(tensor, float("nan"))
-    torch.save(checkpoint, tmp_path / "diverged.ckpt")
+    diverged_checkpoint(glyph_run, tmp_path / "diverged.ckpt")
     result = evaluate(tool_cfg("eval", f"ckpt_path={tmp_path / 'diverged.ckpt'}", output_dir=tmp_path / "out"))
     assert result["test/loss"] != result["test/loss"]  # NaN, as the terminal line prints it
 

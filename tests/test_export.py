@@ -20,7 +20,7 @@ from mnist_study.inference.checkpoints import load_trained
 
 from .conftest import ROOT, run_script
 from .helpers.configs import tool_cfg
-from .helpers.trained import best_checkpoint
+from .helpers.trained import best_checkpoint, diverged_checkpoint
 
 HAS_ONNXRUNTIME = all(importlib.util.find_spec(name) for name in exporting.ONNX_PACKAGES)
 
@@ -120,11 +120,7 @@ def test_an_output_that_is_not_an_export_file_is_refused_and_left_as_it_was(
 
 
 def test_a_checkpoint_with_nan_weights_is_not_exported(glyph_run: Path, tmp_path: Path) -> None:
-    checkpoint = torch.load(best_checkpoint(glyph_run), weights_only=True)
-    for name, tensor in checkpoint["state_dict"].items():
-        if tensor.is_floating_point():
-            checkpoint["state_dict"][name] = torch.full_like(tensor, float("nan"))
-    torch.save(checkpoint, tmp_path / "diverged.ckpt")
+    diverged_checkpoint(glyph_run, tmp_path / "diverged.ckpt")
     cfg = tool_cfg("export", f"ckpt_path={tmp_path / 'diverged.ckpt'}", "format=torchscript", output_dir=tmp_path / "o")
     with pytest.raises(UserError, match="NaN or infinite logits"):
         exporting.export(cfg)

@@ -17,6 +17,16 @@ def best_checkpoint(run: Path) -> Path:
     return best
 
 
+def diverged_checkpoint(run: Path, path: Path) -> Path:
+    """The run's best checkpoint with every floating-point weight NaN, as a diverged network leaves it."""
+    checkpoint = torch.load(best_checkpoint(run), weights_only=True)
+    for name, tensor in checkpoint["state_dict"].items():
+        if tensor.is_floating_point():
+            checkpoint["state_dict"][name] = torch.full_like(tensor, float("nan"))
+    torch.save(checkpoint, path)
+    return path
+
+
 def glyph_test_set(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return mnist_files.load_split(mnist_files.raw_dir(run.parent / "data"), train=False)
 
