@@ -213,6 +213,10 @@ BAD_VALUES = [
         "optimizer.nesterov=true needs optimizer.momentum > 0, got 0",
     ),
     ("optimizer.fused=maybe", "optimizer.fused must be true or false, got"),
+    (
+        "trainer.precision=16-mixed +trainer.gradient_clip_val=1",
+        "optimizer.fused=true cannot go with trainer.gradient_clip_val under trainer.precision=16-mixed",
+    ),
     ("tuned_lr.cnn=0", "tuned_lr.cnn must be a finite number > 0, got"),
     ("tuned_lr.cnn=inf", "tuned_lr.cnn must be a finite number > 0, got"),
     ("tuned_lr.cnn=abc", "tuned_lr.cnn must be a number, got"),

@@ -258,7 +258,8 @@ def test_without_a_profiler_asked_for_the_trainer_records_nothing(make_cfg, tmp_
     assert profiler.summary() == ""
 
 
-def test_gradient_clipping_still_applies_when_asked_for(make_cfg, add_callback, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16-mixed: Lightning itself refuses to clip
+def test_gradient_clipping_still_applies_when_asked_for(make_cfg, add_callback, tmp_path: Path, precision: str) -> None:
     class StepSize(Callback):
         def on_train_start(self, trainer, module) -> None:
             self.before = torch.nn.utils.parameters_to_vector(module.parameters()).detach().clone()
@@ -270,7 +271,7 @@ def test_gradient_clipping_still_applies_when_asked_for(make_cfg, add_callback, 
     sizes = {}
     for clip in (None, 1e-3):
         options = ("model=softmax", "data.batch_size=500", "optimizer=sgd", "optimizer.lr=1", "optimizer.momentum=0",
-                   "optimizer.nesterov=false", "scheduler=none")  # fmt: skip
+                   "optimizer.nesterov=false", "scheduler=none", f"trainer.precision={precision}")  # fmt: skip
         clipping = [f"+trainer.gradient_clip_val={clip}"] if clip else []
         train(make_cfg(*options, *clipping, output_dir=tmp_path / str(clip)))
         sizes[clip] = step.size

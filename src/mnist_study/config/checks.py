@@ -64,6 +64,14 @@ def check_config(cfg: DictConfig) -> None:
     optimizer = cfg.get("optimizer")
     if isinstance(optimizer, DictConfig) and optimizer.get("nesterov") and not optimizer.get("momentum"):
         raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0, got 0: set both, or nesterov=false")
+    trainer = cfg.get("trainer")
+    clipped = isinstance(trainer, DictConfig) and bool(trainer.get("gradient_clip_val"))
+    fused = isinstance(optimizer, DictConfig) and bool(optimizer.get("fused"))
+    if clipped and fused and str(trainer.get("precision")) == "16-mixed":
+        raise UserError(
+            "optimizer.fused=true cannot go with trainer.gradient_clip_val under trainer.precision=16-mixed: a fused "
+            "optimizer unscales its gradients inside its step, after they would be clipped; set optimizer.fused=false"
+        )
 
 
 def check_fields(node: DictConfig, schema: type, prefix: str) -> None:

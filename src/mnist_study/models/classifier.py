@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnist_study.models.attributes import FastPlainAttributes
 from mnist_study.models.backbones import build_backbone, parameter_count
 from mnist_study.models.metrics import LossAndAccuracy
 from mnist_study.models.optim import build_optimizer
@@ -18,7 +20,7 @@ from mnist_study.models.optim import build_optimizer
 STAGES = ("train", "val", "test", "test_epoch")
 
 
-class MNISTClassifier(L.LightningModule):
+class MNISTClassifier(FastPlainAttributes, L.LightningModule):
     def __init__(
         self,
         model: Mapping[str, Any],
@@ -28,6 +30,9 @@ class MNISTClassifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         run: Mapping[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int | None = None,
     ) -> None:
         super().__init__()
         scheduler = dict(scheduler or {"name": "none"})
@@ -42,6 +47,14 @@ class MNISTClassifier(L.LightningModule):
         }
         self.save_hyperparameters(hyper_parameters | ({"run": dict(run)} if run is not None else {}), logger=False)
         self.channels_last, self.compile_net = channels_last, compile
+        # The module steps its optimizer itself (Lightning's manual optimization): Lightning's automatic loop costs
+        # a small network a good share of its epoch (docs/PERFORMANCE.md). Lightning then refuses its Trainer's
+        # clipping and accumulation options, so train.py hands trainer.gradient_clip_val, gradient_clip_algorithm
+        # and accumulate_grad_batches to the module, which applies them as Lightning's automatic loop does.
+        self.automatic_optimization = False
+        self.gradient_clip_val = gradient_clip_val or 0.0
+        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        self.accumulate_grad_batches = accumulate_grad_batches or 1
         self.net = build_backbone(model, regularizer)
         self.num_parameters = parameter_count(self.net)
         self.example_input_array = torch.zeros(2, 1, 28, 28)  # for the model summary and logger.log_graph
@@ -78,7 +91,36 @@ class MNISTClassifier(L.LightningModule):
         loss, _ = self.shared_step("train", batch)
         if self.show_loss:  # the running loss on the progress bar; not logged
             self.log("loss", loss, prog_bar=True, logger=False)
+        accumulate = self.accumulate_grad_batches
+        self.manual_backward(loss / accumulate if accumulate > 1 else loss)
+        if (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == self.trainer.num_training_batches:
+            optimizer = self.optimizers()
+            optimizer.step()  # clips first: on_before_optimizer_step
+            optimizer.zero_grad()
+            self.lr_schedulers().step()  # type: ignore[union-attr]
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """trainer.gradient_clip_val: Lightning calls this hook right before the update, with the gradients unscaled
+        under 16-mixed, where its automatic loop clips. The clipping is that of Lightning's Precision plugin, done
+        here because its MixedPrecision refuses to clip for a fused optimizer even under bf16-mixed, which scales
+        no gradients (16-mixed with a fused optimizer is refused in config.checks: its gradients stay scaled)."""
+        if self.gradient_clip_val > 0:
+            parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+            if self.gradient_clip_algorithm == "value":
+                nn.utils.clip_grad_value_(parameters, self.gradient_clip_val)
+            else:
+                nn.utils.clip_grad_norm_(parameters, self.gradient_clip_val)
+
+    def optimizer_steps(self) -> int:
+        """The run's optimizer steps, as trainer.estimated_stepping_batches counts them for a Trainer that
+        accumulates: here the module does, and the Trainer counts one step a batch."""
+        trainer = self.trainer
+        steps = int(trainer.estimated_stepping_batches)  # loads the training data first, if need be
+        if self.accumulate_grad_batches > 1:
+            steps = math.ceil(trainer.num_training_batches / self.accumulate_grad_batches) * max(trainer.max_epochs, 1)
+            steps = steps if trainer.max_steps == -1 else min(steps, trainer.max_steps)
+        return steps
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loaders = self.trainer.val_dataloaders
@@ -132,7 +174,7 @@ class MNISTClassifier(L.LightningModule):
             self.parameters(),
             self.hparams["optimizer"],
             self.hparams["scheduler"],
-            int(self.trainer.estimated_stepping_batches),
+            self.optimizer_steps(),
         )
         if scheduler is None:  # a constant rate, as a schedule: LearningRateMonitor names only schedules' rates
             scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)

@@ -72,6 +72,10 @@ def build_datamodule(cfg: DictConfig) -> MNISTDataModule:
     return MNISTDataModule(**as_dict(cfg, "data"), shuffle_seed=cfg.seed, test_every_epoch=cfg.test_every_epoch)
 
 
+# Trainer options that Lightning refuses when the module steps its own optimizer: MNISTClassifier applies them.
+MODULE_STEP_OPTIONS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+
+
 def build_classifier(cfg: DictConfig) -> MNISTClassifier:
     return MNISTClassifier(
         model=as_dict(cfg, "model"),
@@ -80,6 +84,7 @@ def build_classifier(cfg: DictConfig) -> MNISTClassifier:
         scheduler=as_dict(cfg, "scheduler"),
         channels_last=cfg.channels_last,
         compile=cfg.compile,
+        **{key: cfg.trainer.get(key) for key in MODULE_STEP_OPTIONS},
     )
 
 
@@ -105,6 +110,8 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
 def build_trainer(cfg: DictConfig, output_dir: Path, network: nn.Module | None = None) -> L.Trainer:
     """The run's Trainer; `network` is what trainer.precision=auto sizes up."""
     options = as_dict(cfg, "trainer")
+    for key in MODULE_STEP_OPTIONS:
+        options.pop(key, None)
     log.info("precision: %s", resolve_precision(options, network))
     if options.get("enable_progress_bar") is None:  # a bar on a terminal, none in logs and sweeps
         options["enable_progress_bar"] = sys.stderr.isatty()
