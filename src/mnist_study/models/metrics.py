@@ -6,8 +6,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from mnist_study.models.attributes import FastPlainAttributes
 
-class LossAndAccuracy(Metric):
+
+class LossAndAccuracy(FastPlainAttributes, Metric):
     """Mean cross-entropy and accuracy of one stage, kept as three running sums (summed across ranks).
 
     Three in-place additions a step: torchmetrics' MulticlassAccuracy plus MeanMetric cost a large share of a
