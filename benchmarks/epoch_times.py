@@ -3,7 +3,7 @@ least a Lightning Trainer runs for the same training ("bare Lightning"), which s
 Lightning's own and the project's.
 
     python -m benchmarks.epoch_times [--models softmax mlp cnn] [--regularizers none dropout bn]
-        [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [--rounds 1] [--manual]
+        [--precisions auto 32-true bf16-mixed] [--epochs 4] [--train-batches N] [--rounds 1] [--automatic]
         [override ...]
 
 The three sides train the same network with the same optimizer, schedule, batch size and device, on the same
@@ -14,7 +14,8 @@ out; the median of the rest is reported. Every model runs with every regularizer
 --train-batches cuts every side's epochs to N training batches (for slow cases, e.g. bf16 on a CPU without it).
 --rounds R runs the sides R times each, taking turns (each round starts with the next side): on a shared machine
 whose speed drifts, the median of the per-round ratios (printed with its range) is the number to trust.
---manual adds a fourth side, bare Lightning with manual optimization: what Lightning's closure costs.
+The bare side steps its optimizer in training_step (manual optimization), as the project's module does;
+--automatic adds a fourth side, bare Lightning with Lightning's automatic optimization: what its closure costs.
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ def raw_epochs(cfg: DictConfig, datamodule: MNISTDataModule, device: torch.devic
 
 
 class BareClassifier(L.LightningModule):
-    """The least a LightningModule needs for this training: the network, the loss, the optimizer and schedule, and
-    the raw loop's per-epoch sums; no torchmetrics, no self.log."""
+    """The least a LightningModule needs for this training: the network, the loss, the optimizer and schedule stepped
+    in training_step (manual optimization, as the project's module does), and the raw loop's per-epoch sums; no
+    torchmetrics, no self.log."""
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
@@ -106,18 +108,24 @@ class BareClassifier(L.LightningModule):
         classifier.configure_model()
         self.net, self.cfg = classifier.net, cfg
         self.sums: dict[str, Tensor] = {}
+        self.automatic_optimization = False
 
     def on_train_epoch_start(self) -> None:
         self.sums = {name: torch.zeros((), device=self.device) for name in ("train_loss", "val_loss")}
         self.sums |= {name: torch.zeros((), device=self.device, dtype=torch.long) for name in ("train_ok", "val_ok")}
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         images, labels = batch
         logits = self.net(images)
         loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         self.sums["train_loss"] += loss.detach() * len(labels)
         self.sums["train_ok"] += (logits.argmax(1) == labels).sum()
-        return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -137,26 +145,21 @@ class BareClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class ManualBareClassifier(BareClassifier):
-    """BareClassifier with Lightning's manual optimization: the step written out in training_step instead of
-    Lightning's closure (--manual: what the closure costs; the project keeps automatic optimization)."""
+class AutomaticBareClassifier(BareClassifier):
+    """BareClassifier with Lightning's automatic optimization: training_step returns the loss, and Lightning's
+    closure does the backward pass, the step and the schedule (--automatic: what the closure costs)."""
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        self.automatic_optimization = False
+        self.automatic_optimization = True
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:  # type: ignore[override]
         images, labels = batch
         logits = self.net(images)
         loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
         self.sums["train_loss"] += loss.detach() * len(labels)
         self.sums["train_ok"] += (logits.argmax(1) == labels).sum()
+        return loss
 
 
 def bare_lightning_epochs(cfg: DictConfig, module: type[BareClassifier] = BareClassifier) -> list[float]:
@@ -247,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         "--per-sample", action="store_true", help="also time one epoch through torchvision's Dataset + DataLoader"
     )
     parser.add_argument(
-        "--manual", action="store_true", help="also bare Lightning with manual optimization (what the closure costs)"
+        "--automatic", action="store_true", help="also bare Lightning with automatic optimization (its closure's cost)"
     )
     parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. trainer=gpu data.batch_size=512")
     args = parser.parse_args(argv)
@@ -268,14 +271,14 @@ def main(argv: list[str] | None = None) -> None:
         precision = str(trainer.precision)
         with open_dict(cfg):
             cfg.trainer.precision = precision
-        sides = [*SIDES, "manual"] if args.manual else SIDES
+        sides = [*SIDES, "automatic"] if args.automatic else SIDES
         times: dict[str, list[float]] = {side: [] for side in sides}
         for round_ in range(args.rounds):  # the sides take turns, so a machine that drifts slows them all
             for side in sides[round_ % len(sides) :] + sides[: round_ % len(sides)]:
                 if side == "raw":
                     epochs = raw_epochs(cfg, datamodule, device, precision)
-                elif side == "manual":
-                    epochs = bare_lightning_epochs(cfg, ManualBareClassifier)
+                elif side == "automatic":
+                    epochs = bare_lightning_epochs(cfg, AutomaticBareClassifier)
                 else:
                     epochs = project_epochs(cfg) if side == "project" else bare_lightning_epochs(cfg)
                 times[side].append(statistics.median(epochs[1:] or [float("nan")]))
@@ -288,10 +291,10 @@ def main(argv: list[str] | None = None) -> None:
             f"s/epoch ({ratios[0]}), project {seconds[2]:.3f} s/epoch, ratio {ratios[1]}",
             flush=True,
         )
-        if args.manual:
-            manual = statistics.median(times["manual"])
-            ratio = ratio_with_range(times["manual"], times["raw"])
-            print(f"{model}-{regularizer}: bare Lightning, manual optimization {manual:.3f} s/epoch ({ratio})")
+        if args.automatic:
+            automatic = statistics.median(times["automatic"])
+            ratio = ratio_with_range(times["automatic"], times["raw"])
+            print(f"{model}-{regularizer}: bare Lightning, automatic optimization {automatic:.3f} s/epoch ({ratio})")
         if args.per_sample:
             per_sample = per_sample_epoch(cfg, device)
             print(f"{model}: torchvision Dataset + DataLoader, training only: {per_sample:.3f} s/epoch", flush=True)

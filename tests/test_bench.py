@@ -7,17 +7,19 @@ from .conftest import data_overrides
 
 
 def test_benchmark_runs_and_prints_the_ratio_table(synthetic_mnist, capsys) -> None:
-    bench.main(["--models", "softmax", "--epochs", "2", "--per-sample", "--manual", *data_overrides(*synthetic_mnist)])
+    bench.main(
+        ["--models", "softmax", "--epochs", "2", "--per-sample", "--automatic", *data_overrides(*synthetic_mnist)]
+    )
     out = capsys.readouterr().out
     [row] = [line for line in out.splitlines() if line.startswith("| softmax | none | 32-true |")]
     seconds_and_ratios = [float(cell.split()[0]) for cell in row.strip("| ").split(" | ")[3:]]
     assert len(seconds_and_ratios) == 5 and all(value > 0 for value in seconds_and_ratios)  # raw, bare, project
     assert "| bare Lightning / raw | ratio (project / raw) |" in out
     assert "torchvision Dataset + DataLoader" in out
-    [manual] = [
-        line for line in out.splitlines() if line.startswith("softmax-none: bare Lightning, manual optimization")
+    [automatic] = [
+        line for line in out.splitlines() if line.startswith("softmax-none: bare Lightning, automatic optimization")
     ]
-    assert float(manual.split()[-3]) > 0
+    assert float(automatic.split()[-3]) > 0
 
 
 def test_benchmark_covers_every_regularizer_and_precision_asked_for(synthetic_mnist, capsys) -> None:
