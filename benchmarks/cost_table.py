@@ -44,24 +44,24 @@ def total(actions: dict[str, tuple[int, float]], pattern: str) -> float:
     return sum(seconds for action, (_, seconds) in actions.items() if re.search(pattern, action))
 
 
-def parts(actions: dict[str, tuple[int, float]]) -> dict[str, float]:
-    """Seconds of each part of the training epoch. Lightning's optimizer_step runs the closure (training_step and
-    backward) inside it: what is left of it is the update itself."""
-    forward = total(actions, r"Strategy\]\S*\.training_step$")
-    backward = total(actions, r"Strategy\]\S*\.backward$")
-    update = total(actions, r"LightningModule\]\S*\.optimizer_step$") - forward - backward
-    update += total(actions, r"optimizer_zero_grad$|lr_scheduler_step$")
+def parts(actions: dict[str, tuple[int, float]], epoch: float) -> dict[str, float]:
+    """Seconds of each part of the training epoch. The module steps its own optimizer (manual optimization), so its
+    training_step holds the forward pass, the backward pass, the update (Lightning's optimizer_step action) and the
+    callbacks' backward hooks; the profiler does not split the backward pass off. What no action covers is
+    Lightning's own loop around the step."""
+    step = total(actions, r"Strategy\]\S*\.training_step$")
+    update = total(actions, r"^optimizer_step$")
+    batch_hooks = r"^\[Callback\].*\.on_(train_batch|before|after)_\w+$"
     saves = total(actions, r"^save_checkpoint$")
     epoch_hooks = r"^\[Callback\].*\.on_(train_epoch_start|train_epoch_end|validation_start|validation_end)$"
-    return {
-        "forward + loss (training_step)": forward,
-        "backward": backward,
-        "optimizer update (Adam, zero_grad, schedule, clipping hook)": update
-        + total(actions, r"configure_gradient_clipping$"),
+    costs = {
+        "forward, loss, metrics, backward, zero_grad, schedule (training_step less the rows below)": step
+        - update
+        - total(actions, r"^\[Callback\].*\.on_(before|after)_backward$"),
+        "optimizer update (Adam, clipping when asked)": update
+        - total(actions, r"^\[Callback\].*\.on_before_optimizer_step$"),
         "next batch (data)": total(actions, r"train_dataloader_next$|batch_to_device$"),
-        "callbacks' batch hooks (every callback, every hook, each step)": total(
-            actions, r"^\[Callback\].*\.on_(train_batch|before|after)_\w+$"
-        ),
+        "callbacks' batch hooks (every callback, every hook, each step)": total(actions, batch_hooks),
         "validation (loop, forward, metrics)": total(
             actions, r"val_next$|validation_step$|LightningModule\]\S*\.on_validation_epoch_(start|end)$"
         ),
@@ -69,6 +69,8 @@ def parts(actions: dict[str, tuple[int, float]]) -> dict[str, float]:
         "callbacks' epoch hooks, less the saves (epochs.csv, TensorBoard views, log line)": total(actions, epoch_hooks)
         - saves,
     }
+    costs["Lightning's loop around the step (what no action covers)"] = epoch - sum(costs.values())
+    return costs
 
 
 def main() -> None:
@@ -83,7 +85,8 @@ def main() -> None:
     epochs = args.epochs - 1
     steps = (many["run_training_batch"][0] - one["run_training_batch"][0]) / epochs
     epoch = (many[TOTAL][1] - one[TOTAL][1]) / epochs
-    per_epoch = {k: (v - parts(one)[k]) / epochs for k, v in parts(many).items()}
+    first, all_epochs = parts(one, one[TOTAL][1]), parts(many, many[TOTAL][1])
+    per_epoch = {k: (v - first[k]) / epochs for k, v in all_epochs.items()}
     print(f"train.py {' '.join(args.overrides)}: {steps:.0f} steps an epoch, {epoch:.3f} s an epoch "
           f"(the profiler's {TOTAL}, the epochs after the first)\n")  # fmt: skip
     print("| part | s / epoch | ms / step | share of the epoch |\n|---|---|---|---|")
