@@ -16,6 +16,6 @@ class FastPlainAttributes(nn.Module):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.__dict__ and not isinstance(value, (Tensor, nn.Module)):
-            object.__setattr__(self, name, value)
+            self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
