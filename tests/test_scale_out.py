@@ -85,17 +85,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_torchrun_nodes_train_one_run_like_ddp_cpu(synthetic_mnist, make_cfg, tmp_path: Path) -> None:
+def test_two_torchrun_nodes_train_one_run_like_one_process(synthetic_mnist, make_cfg, tmp_path: Path) -> None:
     """Two torchrun agents on this machine, one process each, as two nodes of one run (c10d rendezvous): the
-    ranks come from torchelastic's environment, the run folder from the rendezvous id, the numbers from DDP."""
-    config = ("model=mlp", "regularizer=none", "trainer.max_epochs=2", "data.batch_size=25")
-    reference = train(make_cfg(*config, "trainer=ddp_cpu", output_dir=tmp_path / "ddp_cpu"))
+    ranks come from torchelastic's environment, the run folder from the rendezvous id, the numbers from DDP: those
+    of one process with both ranks' batches (test_two_cpu_processes_train_like_one)."""
+    config = ("model=mlp", "regularizer=none", "trainer.max_epochs=2")
+    reference = train(make_cfg(*config, "data.batch_size=50", output_dir=tmp_path / "one"))
 
     nodes, port = tmp_path / "nodes", free_port()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
                 "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}", "--rdzv-id=study"]  # fmt: skip
-    train_options = [str(ROOT / "train.py"), *data_overrides(*synthetic_mnist), *config, "trainer=ddp",
-                     "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2"]  # fmt: skip
+    train_options = [str(ROOT / "train.py"), *data_overrides(*synthetic_mnist), *config, "data.batch_size=25",
+                     "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2"]  # fmt: skip
     nodes.mkdir()
     source = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": source}
@@ -112,7 +113,7 @@ def test_two_torchrun_nodes_train_one_run_like_ddp_cpu(synthetic_mnist, make_cfg
     assert run_dir.name.startswith("torchrun-study_mlp-none")
     assert list(nodes.rglob("result.json")) == [run_dir / "result.json"]
     assert "MEMBER: 2/2" in "".join(log.read_text() for log in logs)  # Lightning's ranks 0 and 1 of 2
-    one, two = scalars(tmp_path / "ddp_cpu"), scalars(run_dir)
+    one, two = scalars(tmp_path / "one"), scalars(run_dir)
     assert two["train/loss"] == pytest.approx(one["train/loss"], rel=1e-4)
     assert two["val/loss"] == pytest.approx(one["val/loss"], rel=1e-4)
     assert json.loads((run_dir / "result.json").read_text())["test/loss"] == pytest.approx(
