@@ -27,10 +27,15 @@ def main(cfg: DictConfig) -> dict | float | None:
 
 def check_every_job(overrides: list[str], config_dir: Path) -> None:
     """Every job's values, then this machine's resources and the folders and checkpoints the jobs would use."""
-    check_command_line(overrides, config_dir)  # a bad value answers before torch and Lightning load
-    from mnist_study.training.preflight import check_train_command_line
+    multirun = any(arg in RUNNING_FLAGS for arg in sys.argv[1:])
 
-    check_train_command_line(overrides, config_dir, multirun=any(arg in RUNNING_FLAGS for arg in sys.argv[1:]))
+    def check_where_it_runs(cfg: DictConfig, hydra: DictConfig) -> None:
+        # Imported once every job's values are good: a bad value answers before torch and Lightning load.
+        from mnist_study.training.preflight import check_whole_job
+
+        check_whole_job(cfg, hydra, multirun)
+
+    check_command_line(overrides, config_dir, check_job=check_where_it_runs)
 
 
 if __name__ == "__main__":

@@ -33,16 +33,17 @@ NOT_THE_RUN = ("output_dir", "ckpt_path")
 def check_train_command_line(overrides: Sequence[str], config_dir: Path, multirun: bool = False) -> int:
     """check_command_line with, for every job, this machine's resources, the folder the job would write into and
     the checkpoint it would go on from; UserError at the first problem. Returns the number of jobs."""
+    return check_command_line(overrides, config_dir, check_job=lambda cfg, hydra: check_whole_job(cfg, hydra, multirun))
 
-    def check_whole_job(cfg: DictConfig, hydra: DictConfig) -> None:
-        launcher = str(OmegaConf.select(hydra, "launcher._target_", default=""))
-        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-        folder = Path(hydra.sweep.dir) / str(hydra.sweep.subdir) if multirun else Path(hydra.run.dir)
-        check_writable(Path(hydra.sweep.dir) if multirun else folder, key)
-        check_job(cfg, multirun, on_this_machine="slurm" not in launcher.lower(), checkpoint=True)
-        check_folder(cfg, folder, key, excluded_keys(hydra))
 
-    return check_command_line(overrides, config_dir, check_job=check_whole_job)
+def check_whole_job(cfg: DictConfig, hydra: DictConfig, multirun: bool) -> None:
+    """A job whose values are good (config.checks), with its Hydra config: where it runs and what it writes."""
+    launcher = str(OmegaConf.select(hydra, "launcher._target_", default=""))
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = Path(hydra.sweep.dir) / str(hydra.sweep.subdir) if multirun else Path(hydra.run.dir)
+    check_writable(Path(hydra.sweep.dir) if multirun else folder, key)
+    check_job(cfg, multirun, on_this_machine="slurm" not in launcher.lower(), checkpoint=True)
+    check_folder(cfg, folder, key, excluded_keys(hydra))
 
 
 def excluded_keys(hydra: DictConfig) -> list[str]:
