@@ -1,7 +1,8 @@
 """What a train.py job is checked for before anything is written or started: its values (config.checks), what
 this machine can run (training.resources), the folder it writes into (runs.folders) and the checkpoint it goes on
-from (training.resume). train.py checks every job of its command line before Hydra starts
-(check_train_command_line); train() checks its own job again (a notebook, a SLURM node, an in-process test)."""
+from (training.resume). train.py checks every job of its command line before Hydra starts (the values of all
+jobs first, then check_whole_job on each, as check_train_command_line does); train() checks its own job again (a
+notebook, a SLURM node, an in-process test)."""
 
 from __future__ import annotations
 
