@@ -19,9 +19,10 @@ CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 def main(cfg: DictConfig) -> dict | float | None:
     # Imported here, not above: --help and a bad command line answer before torch and Lightning load (seconds).
     from mnist_study.training.pipeline import train
-    from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
+    from mnist_study.training.upstream import destroy_process_group_at_exit, skip_lightnings_nvml_check_without_gpus
 
     skip_lightnings_nvml_check_without_gpus()
+    destroy_process_group_at_exit()
     return sweeper_value(run_task(train, cfg), cfg.optimized_metric)  # a search's sampler gets one number
 
 
