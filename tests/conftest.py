@@ -8,8 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from mnist_study.data import mnist_files
+
+from .helpers.processes import start_python
 
 if "PYTEST_XDIST_WORKER" in os.environ:  # the suite runs on `-n auto` workers, one per core: one thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in the test subprocesses
@@ -112,12 +116,24 @@ def add_callback(monkeypatch: pytest.MonkeyPatch):
 def run_script(
     *args: str, cwd: Path, timeout: int = 240, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """This Python running `args` in `cwd`, with this environment plus `env`."""
+    """This Python running `args` in `cwd`, with this environment plus `env` (tests/helpers/processes.py)."""
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     environment.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull) as nothing:
+        process = start_python(list(args), cwd, environment, nothing.fileno(), out.fileno(), err.fileno())
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        return subprocess.CompletedProcess([sys.executable, *args], code, text_of(out), text_of(err))
+
+
+def text_of(file: IO[bytes]) -> str:
+    """What a process wrote, read as subprocess.run(text=True) reads it (universal newlines)."""
+    file.seek(0)
+    return file.read().decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import selectors
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
+
+from tests.helpers.processes import start_python
 
 MARKER = "PAUSED"
 
@@ -37,18 +38,20 @@ class PauseAtEpoch(Callback):
 
 
 class Run:
-    """A script run as a subprocess whose stdout the test reads (stderr goes to a file, so no pipe fills up)."""
+    """A script run as a child process whose stdout the test reads (stderr goes to a file, so no pipe fills up)."""
 
     def __init__(self, *args: str, cwd: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = log_dir / f"stderr-{len(list(log_dir.glob('stderr-*')))}.txt"
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         environment.pop("HYDRA_FULL_ERROR", None)
+        stdin_read, stdin_write = os.pipe()
+        self.stdout_fd, stdout_write = os.pipe()
         with open(self.stderr_path, "w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, *args], cwd=cwd, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=stderr,
-            )  # fmt: skip
+            self.proc = start_python(list(args), cwd, environment, stdin_read, stdout_write, stderr.fileno())
+        os.close(stdin_read)
+        os.close(stdout_write)
+        self.stdin = os.fdopen(stdin_write, "wb")
         self.stdout = b""
 
     def wait_paused(self, timeout: float = 300) -> int:
@@ -58,32 +61,39 @@ class Run:
 
     def wait_for_line(self, start: str, timeout: float = 300) -> str:
         """Read stdout until a line that starts with `start` (or contains it after a log prefix); returns it."""
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            while (left := deadline - time.monotonic()) > 0:
-                if not selector.select(left):
-                    break
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk:
-                    raise AssertionError(f"the run ended before pausing:\n{self.stderr()[-3000:]}")
-                self.stdout += chunk
-                for line in self.stdout.decode(errors="replace").splitlines():
-                    if line.startswith(start) or f"] - {start}" in line:
-                        return line
+        while (left := deadline - time.monotonic()) > 0:
+            chunk = self.read(left)
+            if chunk is None:
+                break
+            if not chunk:
+                raise AssertionError(f"the run ended before pausing:\n{self.stderr()[-3000:]}")
+            self.stdout += chunk
+            for line in self.stdout.decode(errors="replace").splitlines():
+                if line.startswith(start) or f"] - {start}" in line:
+                    return line
         self.proc.kill()  # a failed test leaves no process behind
         raise AssertionError(f"no {start} line within {timeout} s:\n{self.stderr()[-3000:]}")
 
+    def read(self, timeout: float) -> bytes | None:
+        """What stdout has now (b"" at its end), or None if nothing came within `timeout` seconds."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.stdout_fd, selectors.EVENT_READ)
+            return os.read(self.stdout_fd, 65536) if selector.select(timeout) else None
+
     def resume(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-        self.proc.stdin.flush()
+        self.stdin.write(b"go\n")
+        self.stdin.flush()
 
     def finish(self, timeout: float = 300) -> tuple[int, str, str]:
         """Close stdin (a paused run goes on), wait for the end; returns (exit code, stdout, stderr)."""
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, (self.stdout + out).decode(errors="replace"), self.stderr()
+        self.stdin.close()
+        deadline = time.monotonic() + timeout
+        while chunk := self.read(max(deadline - time.monotonic(), 0)):
+            self.stdout += chunk
+        os.close(self.stdout_fd)
+        code = self.proc.wait(max(deadline - time.monotonic(), 0))
+        return code, self.stdout.decode(errors="replace"), self.stderr()
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")

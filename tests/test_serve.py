@@ -5,10 +5,7 @@ Chromium)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from tools.screenshots import Browser, find_browser
 from .conftest import ROOT
 from .helpers.images import png
 from .helpers.trained import best_checkpoint, glyph_test_set, network_predictions
+from .pause import Run
 
 
 @pytest.fixture
@@ -80,26 +78,17 @@ def test_the_server_answers_the_page_and_predictions(glyph_run: Path, server_url
 
 
 def test_serve_py_listens_on_localhost_and_stops_on_ctrl_c(glyph_run: Path, tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "serve.py",
-        f"ckpt_path={best_checkpoint(glyph_run)}",
-        "port=0",
-        f"hydra.run.dir={tmp_path}",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as server:
-        try:
-            line = server.stdout.readline()  # the first line says where it serves
-            url = line.split(" at ", 1)[1].split(": open", 1)[0]
-            assert url.startswith("http://127.0.0.1:"), line
-            assert json.loads(request(url + "model")[2])["network"] == "cnn-none"
-        finally:
-            server.send_signal(signal.SIGINT)
-            _, errors = server.communicate(timeout=60)
-    assert server.returncode == 128 + signal.SIGINT and "Traceback" not in errors, errors
+    options = [f"ckpt_path={best_checkpoint(glyph_run)}", "port=0", f"hydra.run.dir={tmp_path / 'run'}"]
+    server = Run("serve.py", *options, cwd=ROOT, log_dir=tmp_path)
+    try:
+        line = server.wait_for_line("serving ")  # the first line says where it serves
+        url = line.split(" at ", 1)[1].split(": open", 1)[0]
+        assert url.startswith("http://127.0.0.1:"), line
+        assert json.loads(request(url + "model")[2])["network"] == "cnn-none"
+    finally:
+        server.proc.send_signal(signal.SIGINT)
+        code, _, errors = server.finish(timeout=60)
+    assert code == 128 + signal.SIGINT and "Traceback" not in errors, errors
 
 
 def test_a_port_in_use_is_one_line(glyph_run: Path) -> None:
