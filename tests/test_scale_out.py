@@ -32,6 +32,7 @@ class CountTrainingImages(Callback):
         path.write_text(str(int(module.metrics["train_metric"].count)))  # before the module resets it
 
 
+@pytest.mark.slow  # ~25 s: spawned ranks import everything again; the torchrun test below checks DDP in the suite
 def test_two_cpu_processes_train_like_one(make_cfg, tmp_path: Path, add_callback) -> None:
     # Each rank's batch of 25 is every other image of the single process's batch of 50, and DDP averages the
     # two halves' gradients: the same steps as one process, up to the order of float additions.
@@ -88,7 +89,8 @@ def free_port() -> int:
 def test_two_torchrun_nodes_train_one_run_like_one_process(synthetic_mnist, make_cfg, tmp_path: Path) -> None:
     """Two torchrun agents on this machine, one process each, as two nodes of one run (c10d rendezvous): the
     ranks come from torchelastic's environment, the run folder from the rendezvous id, the numbers from DDP: those
-    of one process with both ranks' batches (test_two_cpu_processes_train_like_one)."""
+    of one process with both ranks' batches (each rank's batch of 25 is every other image of the one process's
+    batch of 50, and DDP averages the two halves' gradients), up to the order of float additions."""
     config = ("model=mlp", "regularizer=none", "trainer.max_epochs=2")
     reference = train(make_cfg(*config, "data.batch_size=50", output_dir=tmp_path / "one"))
 
@@ -116,9 +118,27 @@ def test_two_torchrun_nodes_train_one_run_like_one_process(synthetic_mnist, make
     one, two = scalars(tmp_path / "one"), scalars(run_dir)
     assert two["train/loss"] == pytest.approx(one["train/loss"], rel=1e-4)
     assert two["val/loss"] == pytest.approx(one["val/loss"], rel=1e-4)
-    assert json.loads((run_dir / "result.json").read_text())["test/loss"] == pytest.approx(
-        reference["test/loss"], rel=1e-4
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["test/loss"] == pytest.approx(reference["test/loss"], rel=1e-4)
+    assert result["exploded"] is False
+    # The logged validation metrics are those of the whole split, combined exactly across the two ranks.
+    assert_logged_metrics_are_the_checkpoints(run_dir, make_cfg(*config))
+
+
+def test_a_gloo_process_group_is_destroyed_while_the_interpreter_is_alive(tmp_path: Path) -> None:
+    """Left to the interpreter's finalization, a gloo group can abort a finished rank (training/upstream.py)."""
+    code = (
+        "import atexit, sys, torch.distributed as dist\n"
+        "from mnist_study.training.upstream import destroy_process_group_at_exit\n"
+        "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))  # LIFO: runs last\n"
+        "dist.init_process_group('gloo', init_method='file://' + sys.argv[1], rank=0, world_size=1)\n"
+        "destroy_process_group_at_exit()\n"
+        "destroy_process_group_at_exit()  # once per job of a sweep\n"
     )
+    script = tmp_path / "group.py"
+    script.write_text(code)
+    result = run_script(str(script), str(tmp_path / "store"), cwd=ROOT)
+    assert (result.returncode, result.stdout.strip()) == (0, "initialized at exit: False"), result.stderr
 
 
 def test_a_torchrun_run_without_a_shared_folder_is_refused_in_one_line() -> None:
