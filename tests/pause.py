@@ -3,11 +3,14 @@ test can signal it or start a second run beside it, synchronized by pipes rather
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import sys
 import time
+import weakref
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from lightning import Callback, LightningModule, Trainer
 
@@ -53,6 +56,8 @@ class Run:
         os.close(stdout_write)
         self.stdin = os.fdopen(stdin_write, "wb")
         self.stdout = b""
+        # A test that fails before finish() leaves no process or pipe behind once the Run is collected (or at exit).
+        weakref.finalize(self, stop, self.proc, self.stdin, self.stdout_fd)
 
     def wait_paused(self, timeout: float = 300) -> int:
         """Read stdout until the PAUSED line; returns the paused process's pid. The timeout only guards
@@ -91,9 +96,17 @@ class Run:
         deadline = time.monotonic() + timeout
         while chunk := self.read(max(deadline - time.monotonic(), 0)):
             self.stdout += chunk
-        os.close(self.stdout_fd)
         code = self.proc.wait(max(deadline - time.monotonic(), 0))
         return code, self.stdout.decode(errors="replace"), self.stderr()
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
+
+
+def stop(process: Any, stdin: BinaryIO, stdout_fd: int) -> None:
+    with contextlib.suppress(OSError):  # it has ended, or the fork server has (at exit)
+        if process.poll() is None:
+            process.kill()
+    stdin.close()
+    with contextlib.suppress(OSError):
+        os.close(stdout_fd)

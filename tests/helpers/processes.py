@@ -1,7 +1,9 @@
 """How the tests start `python <script> ...`: a script (`train.py`, `q1.py`, ...) runs in a child forked from
-tests/helpers/zygote.py, which has imported torch and Lightning once per test worker; anything else (`-c`, `-m`)
-and every run with MNIST_STUDY_TEST_FRESH_PROCESSES=1 (or without Linux's pidfd_open) starts a fresh
-interpreter. Both kinds of process answer the subset of subprocess.Popen the tests use."""
+tests/helpers/zygote.py, which has imported torch and torchmetrics once per test worker. A fresh interpreter runs
+instead for anything else (`-c`, `-m`), for an environment that differs from the server's in what is read at
+startup (STARTUP_KEYS: a test's PYTHONPATH or thread count), where the server could not be faithful, and for every
+run with MNIST_STUDY_TEST_FRESH_PROCESSES=1. Both kinds of process answer the subset of subprocess.Popen the tests
+use."""
 
 from __future__ import annotations
 
@@ -14,19 +16,29 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 ZYGOTE = Path(__file__).with_name("zygote.py")
 FRESH = os.environ.get("MNIST_STUDY_TEST_FRESH_PROCESSES") == "1" or not hasattr(os, "pidfd_open")
+# Environment variables that the interpreter, the dynamic loader or the libraries the server imported read once,
+# as they start: a request that sets them otherwise than the server had them needs a fresh interpreter.
+STARTUP_KEYS = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "TORCH", "PYTORCH", "MALLOC_")
 
 
 def start_python(
     args: list[str], cwd: Path, env: dict[str, str], stdin: int, stdout: int, stderr: int
 ) -> subprocess.Popen | ForkedProcess:
     """`python *args` in `cwd` with exactly `env`, its standard streams on the given file descriptors."""
-    if FRESH or not args[0].endswith(".py"):
+    server = None if FRESH or not args[0].endswith(".py") else zygote()
+    if server is None or not server.can_run(env):
         return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr)
-    return zygote().start([str(Path(cwd, args[0])), *args[1:]], cwd, env, [stdin, stdout, stderr])
+    cwd = Path(os.path.abspath(cwd))
+    return server.start([str(cwd / args[0]), *args[1:]], cwd, env, [stdin, stdout, stderr])
+
+
+def startup_settings(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key.startswith(STARTUP_KEYS)}
 
 
 class ForkedProcess:
@@ -59,13 +71,20 @@ class Zygote:
 
     def __init__(self) -> None:
         self.connection, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, str(ZYGOTE), str(theirs.fileno())], pass_fds=[theirs.fileno()],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
+            [sys.executable, str(ZYGOTE), str(theirs.fileno())], pass_fds=[theirs.fileno()], env=self.env,
+            stdin=subprocess.DEVNULL,
         )  # fmt: skip
         theirs.close()
         self.exits: dict[int, int] = {}
         self.lock = threading.Lock()
+        self.unfaithful = self.receive(timeout=None).get("unfaithful")
+        if self.unfaithful is not None:
+            warnings.warn(f"tests start fresh interpreters: {self.unfaithful}", stacklevel=2)
+
+    def can_run(self, env: dict[str, str]) -> bool:
+        return self.unfaithful is None and startup_settings(env) == startup_settings(self.env)
 
     def start(self, argv: list[str], cwd: Path, env: dict[str, str], fds: list[int]) -> ForkedProcess:
         request = json.dumps({"argv": argv, "cwd": str(cwd), "env": env}).encode()
@@ -83,7 +102,7 @@ class Zygote:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0)
                 if not self.receive(timeout=left) and left == 0:
                     return None
-        return self.exits[pid]
+            return self.exits.pop(pid)  # the ForkedProcess keeps it; the pid may be given to a later child
 
     def receive(self, timeout: float | None) -> dict:
         self.connection.settimeout(timeout)
@@ -96,6 +115,8 @@ class Zygote:
         message = json.loads(packet)
         if "exited" in message:
             self.exits[message["exited"]] = message["code"]
+        elif "started" in message:
+            self.exits.pop(message["started"], None)  # an earlier child's, with the same pid
         return message
 
     def close(self) -> None:

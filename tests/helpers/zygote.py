@@ -1,12 +1,19 @@
-"""The test suite's fork server: a Python that imports torch and Lightning once, then forks a child for each
-`python <script>.py ...` that a test starts (tests/helpers/processes.py is the other side). Each child runs the
-script as a fresh interpreter would: its argv, working folder, environment and standard streams, `__main__`,
+"""The test suite's fork server: a Python that imports torch, torchmetrics and Hydra once, then forks a child for
+each `python <script>.py ...` that a test starts (tests/helpers/processes.py is the other side). Each child runs
+the script as a fresh interpreter would: its argv, working folder, environment and standard streams, `__main__`,
 signal handlers and exit code (atexit included), without the ~5 s that every fresh interpreter spends importing
-torch, torchmetrics and Lightning.
+torch and torchmetrics. Lightning is not imported here: how it sets up its loggers depends on whether Hydra's
+logging is already in place when it is first imported, which differs between the entry points.
 
-Protocol, over a SOCK_SEQPACKET socket (one JSON message per packet): the test sends {"argv", "cwd", "env"} with
-three file descriptors (the child's stdin, stdout, stderr) and gets {"started": pid} back; when a child ends, the
-server sends {"exited": pid, "code": exit code, or -signal as subprocess does}. An empty packet ends the server."""
+What a fork cannot give a child, the client gives to a fresh interpreter instead: an environment that differs in
+what the interpreter and the imported libraries read as they start (processes.STARTUP_KEYS). Children share the
+server's hash seed (PYTHONHASHSEED) where fresh interpreters would each draw one.
+
+Protocol, over a SOCK_SEQPACKET socket (one JSON message per packet): first the server says {"ready": true}, or
+{"unfaithful": why} and exits, when its imports printed something or started threads; then the test sends
+{"argv", "cwd", "env"} with three file descriptors (the child's stdin, stdout, stderr) and gets {"started": pid}
+back; when a child ends, the server sends {"exited": pid, "code": exit code, or -signal as subprocess does}. The end
+of the connection ends the server."""
 
 from __future__ import annotations
 
@@ -16,19 +23,39 @@ import runpy
 import selectors
 import socket
 import sys
-import threading
-
-import hydra  # noqa: F401  (the imports every entry point pays for, paid once here)
-import lightning  # noqa: F401
-import omegaconf  # noqa: F401
-import torch  # noqa: F401
+import tempfile
 
 MAX_MESSAGE = 1 << 20
 
 
+def import_what_every_entry_point_imports() -> str | None:
+    """None, or why the children would not be what a fresh interpreter is: what the imports printed (a fresh
+    interpreter would print it into the run's stderr) or the threads they started (a fork copies only the forking
+    thread, and another one's locks could hang a child)."""
+    with tempfile.TemporaryFile() as printed:
+        saved = os.dup(2)
+        os.dup2(printed.fileno(), 2)
+        try:
+            import hydra  # noqa: F401
+            import omegaconf  # noqa: F401
+            import torch  # noqa: F401
+            import torchmetrics  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        printed.seek(0)
+        if text := printed.read().decode(errors="replace").strip():
+            return f"the imports printed: {text[:500]}"
+    threads = len(os.listdir("/proc/self/task"))  # every thread, those of C libraries included
+    return f"the imports started {threads - 1} thread(s)" if threads != 1 else None
+
+
 def serve(connection: socket.socket) -> None:
-    if threading.active_count() != 1:  # a fork copies only the forking thread: another one's locks could hang a child
-        raise RuntimeError(f"the imports started threads ({threading.enumerate()}): forking would not be safe")
+    if (unfaithful := import_what_every_entry_point_imports()) is not None:
+        connection.send(json.dumps({"unfaithful": unfaithful}).encode())
+        return
+    connection.send(json.dumps({"ready": True}).encode())
     selector = selectors.DefaultSelector()
     selector.register(connection, selectors.EVENT_READ, data=None)
     while True:
@@ -66,10 +93,11 @@ def run_script(request: dict, fds: list[int]) -> None:
     os.environ.update(request["env"])
     script = request["argv"][0]
     sys.argv = list(request["argv"])
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    sys.path.insert(0, os.path.dirname(script))  # as a fresh `python <script>` has it
     runpy.run_path(script, run_name="__main__")
     sys.exit(0)
 
 
 if __name__ == "__main__":
+    del sys.path[0]  # this folder: nothing imported here may come from the tests' helpers
     serve(socket.socket(fileno=int(sys.argv[1])))
