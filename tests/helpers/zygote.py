@@ -10,7 +10,8 @@ what the interpreter and the imported libraries read as they start (processes.ST
 server's hash seed (PYTHONHASHSEED) where fresh interpreters would each draw one.
 
 Protocol, over a SOCK_SEQPACKET socket (one JSON message per packet): first the server says {"ready": true}, or
-{"unfaithful": why} and exits, when its imports printed something or started threads; then the test sends
+{"unfaithful": why} and exits, when its imports printed something or started threads (or the kernel lacks
+pidfd_open); then the test sends
 {"argv", "cwd", "env"} with three file descriptors (the child's stdin, stdout, stderr) and gets {"started": pid}
 back; when a child ends, the server sends {"exited": pid, "code": exit code, or -signal as subprocess does}. The end
 of the connection ends the server."""
@@ -51,8 +52,16 @@ def import_what_every_entry_point_imports() -> str | None:
     return f"the imports started {threads - 1} thread(s)" if threads != 1 else None
 
 
+def kernel_problem() -> str | None:
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # how the server learns that a child ended (Linux 5.3 and later)
+    except OSError as err:
+        return f"this kernel has no pidfd_open ({err})"
+    return None
+
+
 def serve(connection: socket.socket) -> None:
-    if (unfaithful := import_what_every_entry_point_imports()) is not None:
+    if (unfaithful := kernel_problem() or import_what_every_entry_point_imports()) is not None:
         connection.send(json.dumps({"unfaithful": unfaithful}).encode())
         return
     connection.send(json.dumps({"ready": True}).encode())
@@ -94,7 +103,16 @@ def run_script(request: dict, fds: list[int]) -> None:
     script = request["argv"][0]
     sys.argv = list(request["argv"])
     sys.path.insert(0, os.path.dirname(script))  # as a fresh `python <script>` has it
-    runpy.run_path(script, run_name="__main__")
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise  # the interpreter ends as a fresh one would: with the code, or by SIGINT
+    except BaseException as err:  # the traceback a fresh interpreter prints starts in the script, not here
+        trace = err.__traceback__
+        while trace is not None and trace.tb_frame.f_code.co_filename != script:
+            trace = trace.tb_next
+        sys.excepthook(type(err), err, err.with_traceback(trace or err.__traceback__).__traceback__)
+        sys.exit(1)
     sys.exit(0)
 
 
