@@ -39,7 +39,7 @@ from torch import Tensor
 from mnist_study.data.datamodule import MNISTDataModule
 from mnist_study.models.optim import build_optimizer
 from mnist_study.training.callbacks import EpochTimer, synchronize
-from mnist_study.training.pipeline import build_classifier, build_datamodule, build_trainer
+from mnist_study.training.pipeline import build_classifier, build_datamodule, build_trainer, quiet_lightning
 from mnist_study.training.precision import cpu_name
 from mnist_study.training.upstream import skip_lightnings_nvml_check_without_gpus
 
@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. trainer=gpu data.batch_size=512")
     args = parser.parse_args(argv)
     skip_lightnings_nvml_check_without_gpus()  # as train.py does; the raw loop then runs as a Lightning-free script
+    quiet_lightning()  # the bare side too: without Lightning's notices that say nothing about the timing
     torch.backends.cudnn.benchmark = True
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # model summaries, "GPU available: ..."
 
