@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from mnist_study.data import mnist_files
 
-from .helpers.processes import start_python
+from .helpers.processes import child_environment, start_python
 
 if "PYTEST_XDIST_WORKER" in os.environ:  # the suite runs on `-n auto` workers, one per core: one thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in the test subprocesses
@@ -117,10 +117,8 @@ def run_script(
     *args: str, cwd: Path, timeout: int = 240, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """This Python running `args` in `cwd`, with this environment plus `env` (tests/helpers/processes.py)."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    environment.pop("HYDRA_FULL_ERROR", None)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull) as nothing:
-        process = start_python(list(args), cwd, environment, nothing.fileno(), out.fileno(), err.fileno())
+        process = start_python(list(args), cwd, child_environment(env), nothing.fileno(), out.fileno(), err.fileno())
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:

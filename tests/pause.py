@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 from lightning import Callback, LightningModule, Trainer
 
-from tests.helpers.processes import start_python
+from tests.helpers.processes import child_environment, start_python
 
 MARKER = "PAUSED"
 
@@ -46,12 +46,10 @@ class Run:
     def __init__(self, *args: str, cwd: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = log_dir / f"stderr-{len(list(log_dir.glob('stderr-*')))}.txt"
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        environment.pop("HYDRA_FULL_ERROR", None)
         stdin_read, stdin_write = os.pipe()
         self.stdout_fd, stdout_write = os.pipe()
         with open(self.stderr_path, "w") as stderr:
-            self.proc = start_python(list(args), cwd, environment, stdin_read, stdout_write, stderr.fileno())
+            self.proc = start_python(list(args), cwd, child_environment(env), stdin_read, stdout_write, stderr.fileno())
         os.close(stdin_read)
         os.close(stdout_write)
         self.stdin = os.fdopen(stdin_write, "wb")

@@ -17,7 +17,8 @@ from mnist_study.training.pipeline import train
 from mnist_study.training.preflight import check_train_command_line
 from mnist_study.training.resources import cpu_cores
 
-from .conftest import CONF, ROOT, refused_in_one_line
+from .conftest import CONF, ROOT, refused_in_one_line, run_script
+from .helpers.processes import child_environment
 
 # (command-line arguments, the start of the one-line error)
 BAD_VALUES = [
@@ -331,12 +332,11 @@ def test_q1_refuses_a_learning_rate_that_is_not_finite(value: str, shown: str) -
     assert str(raised.value) == f"lr must be a finite number > 0, got {shown}"
 
 
-def train_py(*args: str, cwd: Path, one_core: bool = False) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    environment.pop("HYDRA_FULL_ERROR", None)
+def train_py_on_one_core(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter, whatever tests/helpers/processes.py would choose: its CPU affinity is set as it starts."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=environment, capture_output=True, text=True,
-        timeout=240, check=False, preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if one_core else None,
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=child_environment(), capture_output=True,
+        text=True, timeout=240, check=False, preexec_fn=lambda: os.sched_setaffinity(0, {0}),
     )  # fmt: skip
 
 
@@ -344,7 +344,7 @@ def train_py(*args: str, cwd: Path, one_core: bool = False) -> subprocess.Comple
 def test_the_command_line_refuses_more_processes_than_cores_before_starting_one(tmp_path: Path) -> None:
     """Run on one core (its affinity): trainer.devices=2 is one process too many. Were the check missing, the two
     processes it would start are harmless; trainer.devices=99 is never run for real."""
-    result = train_py("trainer.accelerator=cpu", "trainer.devices=2", cwd=tmp_path, one_core=True)
+    result = train_py_on_one_core("trainer.accelerator=cpu", "trainer.devices=2", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: trainer.devices=2 would start 2 training processes on this machine's 1 CPU core(s): use "
@@ -354,7 +354,7 @@ def test_the_command_line_refuses_more_processes_than_cores_before_starting_one(
 
 
 def test_the_command_line_answers_a_bad_value_in_one_line(tmp_path: Path) -> None:
-    result = train_py("output_dir=/tmp/elsewhere", cwd=tmp_path)
+    result = run_script(str(ROOT / "train.py"), "output_dir=/tmp/elsewhere", cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.strip().startswith("error: output_dir is set by train.py")
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "outputs").exists()
 

@@ -14,7 +14,7 @@ from .helpers import processes
 from .helpers.processes import ForkedProcess, start_python
 
 SCRIPT = """\
-import atexit, os, signal, sys
+import atexit, os, sys
 atexit.register(lambda: print("atexit ran", flush=True))
 print(__name__, sys.argv[1:], os.getcwd(), os.environ.get("MARK"), sys.path[0] == os.path.dirname(__file__))
 print("stdin:", sys.stdin.readline().strip(), flush=True)

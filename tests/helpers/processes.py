@@ -37,6 +37,14 @@ def start_python(
     return server.start([str(cwd / args[0]), *args[1:]], cwd, env, [stdin, stdout, stderr])
 
 
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A test's child sees this process's environment plus `extra`: its output unbuffered (read as it comes) and
+    without HYDRA_FULL_ERROR (a user error is one line, as the user sees it)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
+    environment.pop("HYDRA_FULL_ERROR", None)
+    return environment
+
+
 def startup_settings(env: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in env.items() if key.startswith(STARTUP_KEYS)}
 
@@ -71,7 +79,7 @@ class Zygote:
 
     def __init__(self) -> None:
         self.connection, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env = child_environment()
         self.process = subprocess.Popen(
             [sys.executable, str(ZYGOTE), str(theirs.fileno())], pass_fds=[theirs.fileno()], env=self.env,
             stdin=subprocess.DEVNULL,
