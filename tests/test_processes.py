@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import processes
-from .helpers.processes import ForkedProcess, start_python
+from .helpers.processes import ForkedProcess, child_environment, start_python
 
 SCRIPT = """\
 import atexit, os, sys
@@ -38,7 +38,7 @@ def run(tmp_path: Path, argument: str, fresh: bool, monkeypatch: pytest.MonkeyPa
     stdin_read, stdin_write = os.pipe()
     stdout_read, stdout_write = os.pipe()
     stderr_read, stderr_write = os.pipe()
-    env = {**os.environ, "MARK": "here"}
+    env = child_environment({"MARK": "here"})
     process = start_python([str(script), argument], work, env, stdin_read, stdout_write, stderr_write)
     for fd in (stdin_read, stdout_write, stderr_write):
         os.close(fd)
@@ -78,6 +78,6 @@ def test_a_forked_child_dies_of_a_signal_as_a_fresh_interpreter_does(
 def test_a_startup_setting_of_its_own_gets_a_fresh_interpreter(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text("")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = child_environment({"PYTHONPATH": str(tmp_path)})
     process = start_python([str(script)], tmp_path, env, 0, 1, 2)
     assert process.wait(timeout=60) == 0 and not isinstance(process, ForkedProcess)

@@ -22,8 +22,9 @@ from pathlib import Path
 ZYGOTE = Path(__file__).with_name("zygote.py")
 FRESH = os.environ.get("MNIST_STUDY_TEST_FRESH_PROCESSES") == "1" or not hasattr(os, "pidfd_open")
 # Environment variables that the interpreter, the dynamic loader or the libraries the server imported read once,
-# as they start: a request that sets them otherwise than the server had them needs a fresh interpreter.
-STARTUP_KEYS = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "TORCH", "PYTORCH", "MALLOC_")
+# as they start: a request that sets them otherwise than the server had them needs a fresh interpreter. (Not
+# PYTORCH_*: torch reads PYTORCH_NVML_BASED_CUDA_CHECK at each device query, and train.py's own start removes it.)
+STARTUP_KEYS = ("PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "TORCH_", "MALLOC_")
 
 
 def start_python(
