@@ -1,9 +1,9 @@
 """How the tests start `python <script> ...`: a script (`train.py`, `q1.py`, ...) runs in a child forked from
 tests/helpers/zygote.py, which has imported torch and torchmetrics once per test worker. A fresh interpreter runs
 instead for anything else (`-c`, `-m`), for an environment that differs from the server's in what is read at
-startup (STARTUP_KEYS: a test's PYTHONPATH or thread count), where the server could not be faithful, and for every
-run with MNIST_STUDY_TEST_FRESH_PROCESSES=1. Both kinds of process answer the subset of subprocess.Popen the tests
-use."""
+startup (STARTUP_KEYS: a test's PYTHONPATH or thread count), where the server could not be faithful (it says why
+as it starts: zygote.serve), and for every run with MNIST_STUDY_TEST_FRESH_PROCESSES=1. Both kinds of process
+answer the subset of subprocess.Popen the tests use."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 ZYGOTE = Path(__file__).with_name("zygote.py")
-FRESH = os.environ.get("MNIST_STUDY_TEST_FRESH_PROCESSES") == "1" or not hasattr(os, "pidfd_open")
+FRESH = os.environ.get("MNIST_STUDY_TEST_FRESH_PROCESSES") == "1"
 # Environment variables that the interpreter, the dynamic loader or the libraries the server imported read once,
 # as they start: a request that sets them otherwise than the server had them needs a fresh interpreter. (Not
 # PYTORCH_*: torch reads PYTORCH_NVML_BASED_CUDA_CHECK at each device query, and train.py's own start removes it.)

@@ -31,20 +31,23 @@ MAX_MESSAGE = 1 << 20
 
 def import_what_every_entry_point_imports() -> str | None:
     """None, or why the children would not be what a fresh interpreter is: what the imports printed (a fresh
-    interpreter would print it into the run's stderr) or the threads they started (a fork copies only the forking
+    interpreter would print it into the run's output) or the threads they started (a fork copies only the forking
     thread, and another one's locks could hang a child)."""
     with tempfile.TemporaryFile() as printed:
-        saved = os.dup(2)
-        os.dup2(printed.fileno(), 2)
+        saved = [os.dup(1), os.dup(2)]
+        for fd in (1, 2):
+            os.dup2(printed.fileno(), fd)
         try:
             import hydra  # noqa: F401
             import omegaconf  # noqa: F401
             import torch  # noqa: F401
             import torchmetrics  # noqa: F401
         finally:
+            sys.stdout.flush()
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
         printed.seek(0)
         if text := printed.read().decode(errors="replace").strip():
             return f"the imports printed: {text[:500]}"
@@ -55,8 +58,8 @@ def import_what_every_entry_point_imports() -> str | None:
 def kernel_problem() -> str | None:
     try:
         os.close(os.pidfd_open(os.getpid()))  # how the server learns that a child ended (Linux 5.3 and later)
-    except OSError as err:
-        return f"this kernel has no pidfd_open ({err})"
+    except (AttributeError, OSError) as err:  # not in this Python's os module, or not in this kernel
+        return f"no pidfd_open here ({err})"
     return None
 
 
